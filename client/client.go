@@ -1,0 +1,386 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/holdfast-mqtt/holdfast/outbox"
+	"github.com/holdfast-mqtt/holdfast/reconnect"
+)
+
+// Client is a durable MQTT publisher and subscriber over paho.mqtt.golang.
+// It is safe for concurrent use. Create it with New and stop it with Close.
+type Client struct {
+	cfg  Config
+	log  *slog.Logger
+	q    outbox.Queue
+	ownQ bool
+	d    *dispatcher
+	paho mqtt.Client
+	sup  *reconnect.Supervisor
+
+	// sendMu serialises the dispatcher's paho.Publish with the final
+	// Disconnect. A publish blocked in paho across a reconnect is filtered
+	// by wireConn (see dispatcher.stale), so connecting never waits for it.
+	sendMu sync.Mutex
+
+	sess   atomic.Pointer[session] // the current connection attempt or connection
+	target atomic.Pointer[string]  // the broker the next dial goes to
+
+	stats   counters
+	closing atomic.Bool
+
+	subsMu sync.Mutex // guards subs
+	subs   map[string]Subscription
+
+	ctx       context.Context // cancelled by Close; owns the dispatcher
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds a client from cfg, opens its outbox, resumes what an earlier
+// run left in flight, and starts connecting in the background. It returns
+// without waiting for a connection: Publish works at once. Errors wrap
+// ErrInvalidConfig, or an outbox error (outbox.ErrLocked, outbox.ErrBadKey,
+// outbox.ErrCorrupt, ...).
+func New(cfg Config) (*Client, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, subs: map[string]Subscription{}}
+	if err := c.openOutbox(); err != nil {
+		return nil, err
+	}
+	c.d = newDispatcher(c.q, &c.cfg, &c.stats)
+	if err := c.d.load(); err != nil {
+		c.closeOutbox()
+		return nil, fmt.Errorf("holdfast: resuming the outbox: %w", err)
+	}
+	c.paho = mqtt.NewClient(c.pahoOptions())
+	sup, err := reconnect.New(reconnect.Config{
+		Brokers: cfg.Brokers,
+		Connect: c.connect,
+		Policy:  cfg.Backoff,
+		OnEvent: c.onEvent,
+		Logger:  cfg.Logger,
+	})
+	if err != nil {
+		c.closeOutbox()
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	c.sup = sup
+	for _, s := range cfg.Subscriptions {
+		if err := checkFilter(s.Filter); err != nil {
+			c.closeOutbox()
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+		c.subs[s.Filter] = s
+		c.paho.AddRoute(s.Filter, c.route(s))
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.sup.Start()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.run(c.ctx)
+	}()
+	return c, nil
+}
+
+func (c *Client) openOutbox() error {
+	if c.cfg.Outbox != nil {
+		c.q = c.cfg.Outbox
+		return nil
+	}
+	opts := outbox.Options{
+		Durability:    c.cfg.Durability,
+		Profile:       c.cfg.Profile,
+		MaxRecords:    c.cfg.MaxQueued,
+		MaxBytes:      c.cfg.MaxQueuedBytes,
+		DefaultTTL:    c.cfg.TTL,
+		Overflow:      c.cfg.Overflow,
+		EncryptionKey: c.cfg.EncryptionKey,
+		OnDrop:        c.onDrop,
+		Logger:        c.cfg.Logger,
+	}
+	var err error
+	if c.cfg.OutboxDir == "" {
+		c.q = outbox.NewMemory(opts)
+	} else {
+		c.q, err = outbox.Open(c.cfg.OutboxDir, opts)
+	}
+	c.ownQ = err == nil
+	return err
+}
+
+func (c *Client) closeOutbox() error {
+	if c.ownQ && c.q != nil {
+		return c.q.Close()
+	}
+	return nil
+}
+
+// onDrop is the outbox's report of a record dropped or expired unsent.
+func (c *Client) onDrop(seq uint64, reason error) {
+	if c.d == nil {
+		return
+	}
+	c.d.dropped(seq, fmt.Errorf("%w: %w", ErrDropped, reason), errors.Is(reason, outbox.ErrExpired))
+}
+
+func (c *Client) pahoOptions() *mqtt.ClientOptions {
+	cfg := &c.cfg
+	o := mqtt.NewClientOptions()
+	if cfg.PahoOptions != nil {
+		cfg.PahoOptions(o)
+	}
+	// Holdfast's own choices, restored after the escape hatch because the
+	// guarantees depend on them.
+	o.Servers = nil
+	o.AddBroker(cfg.Brokers[0]) // the dial function picks the broker the supervisor chose
+	o.SetClientID(cfg.ClientID)
+	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1 that would mask a refusal's code
+	o.SetCleanSession(!(cfg.OutboxDir != "" || cfg.Outbox != nil || cfg.PersistentSession))
+	o.SetAutoReconnect(false) // exactly one supervisor decides when to connect
+	o.SetConnectRetry(false)
+	o.SetStore(c.d)
+	o.SetKeepAlive(cfg.KeepAlive)
+	o.SetPingTimeout(cfg.KeepAlive / 2) // a black hole is noticed after about 1.5x KeepAlive
+	o.SetConnectTimeout(cfg.ConnectTimeout)
+	o.SetWriteTimeout(cfg.WriteTimeout)
+	o.SetMaxResumePubInFlight(cfg.MaxInflight)
+	o.SetResumeSubs(false) // subscriptions are restored by the client when the session is gone
+	o.SetAutoAckDisabled(true)
+	o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
+		broker := cfg.Brokers[0]
+		if p := c.target.Load(); p != nil {
+			broker = *p
+		}
+		conn, err := dial(broker, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &wireConn{Conn: conn, d: c.d, gen: c.d.dialed()}, nil
+	})
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		if s := c.sess.Load(); s != nil {
+			s.lost(err)
+		}
+	})
+	o.OnConnect = nil
+	o.OnReconnecting = nil
+	if cfg.Username != "" {
+		o.SetUsername(cfg.Username)
+		o.SetPassword(cfg.Password)
+	}
+	if cfg.Will != nil {
+		o.SetBinaryWill(cfg.Will.Topic, cfg.Will.Payload, cfg.Will.QoS, cfg.Will.Retained)
+	}
+	return o
+}
+
+// session is one connection, as the supervisor sees it.
+type session struct {
+	broker string
+	done   chan struct{}
+	once   sync.Once
+	err    error
+}
+
+func (s *session) Done() <-chan struct{} { return s.done }
+func (s *session) Err() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+func (s *session) lost(err error) {
+	s.once.Do(func() {
+		if err == nil {
+			err = errors.New("connection lost")
+		}
+		s.err = err
+		close(s.done)
+	})
+}
+
+// connect is the supervisor's ConnectFunc: one attempt at broker.
+func (c *Client) connect(ctx context.Context, broker string) (reconnect.Conn, error) {
+	s := &session{broker: broker, done: make(chan struct{})}
+	c.target.Store(&broker)
+	c.sess.Store(s)
+	tok := c.paho.Connect()
+	// paho bounds the attempt by ConnectTimeout; it is awaited even when
+	// ctx ends so that no attempt outlives the call.
+	<-tok.Done()
+	if err := tok.Error(); err != nil {
+		ct, _ := tok.(*mqtt.ConnectToken)
+		if ct != nil && ct.ReturnCode() != 0 && ct.ReturnCode() < 0x80 {
+			// A CONNACK refusal: reconnect classifies it by code
+			// (bad credentials, not authorised... are permanent).
+			return nil, &reconnect.RefusedError{Code: reconnect.ConnackCode(ct.ReturnCode()), Err: err}
+		}
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		c.paho.Disconnect(0)
+		return nil, ctx.Err()
+	}
+	ct, _ := tok.(*mqtt.ConnectToken)
+	if ct != nil && !ct.SessionPresent() {
+		c.resubscribe(ctx, s)
+	}
+	return s, nil
+}
+
+func (c *Client) onEvent(ev reconnect.Event) {
+	if ev.State == reconnect.Connected {
+		if c.stats.connects.Add(1) > 1 {
+			c.stats.reconnects.Add(1)
+		}
+	}
+	c.log.Info("holdfast: connection", "state", ev.State.String(), "broker", ev.Broker, "attempt", ev.Attempt, "delay", ev.Delay, "cause", ev.Err)
+	if c.cfg.Hooks.OnConnection != nil {
+		c.cfg.Hooks.OnConnection(ev)
+	}
+}
+
+// AwaitConnected waits until a connection is up. Errors: ErrClosed,
+// ErrStopped (wrapping the broker's permanent refusal), the context's error.
+func (c *Client) AwaitConnected(ctx context.Context) error {
+	if c.closing.Load() {
+		return ErrClosed
+	}
+	_, err := c.sup.AwaitConnected(ctx)
+	switch {
+	case errors.Is(err, reconnect.ErrClosed):
+		return ErrClosed
+	case errors.Is(err, reconnect.ErrStopped):
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return err
+}
+
+// IsConnected reports whether a connection is up right now.
+func (c *Client) IsConnected() bool { return c.sup.State() == reconnect.Connected }
+
+// Flush waits until every message accepted so far has been acknowledged by
+// the broker (or dropped, as reported): the outbox is empty. It is the
+// "safe to power off" signal. Errors: the context's error, ErrStopped.
+func (c *Client) Flush(ctx context.Context) error {
+	for {
+		c.d.mu.Lock()
+		ch := c.d.changedLocked() // taken before the check: a later change closes it
+		appending := c.d.appending
+		c.d.mu.Unlock()
+		if appending == 0 && c.q.Stats().Len == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Close stops accepting messages (ErrClosed), waits until the outbox is
+// drained or ctx ends, disconnects cleanly and closes the outbox. What is
+// left in a durable outbox stays on disk for the next start; Close then
+// returns an error wrapping ErrNotDrained. Close is idempotent; later calls
+// return the first call's result.
+func (c *Client) Close(ctx context.Context) error {
+	c.closeOnce.Do(func() { c.closeErr = c.close(ctx) })
+	return c.closeErr
+}
+
+func (c *Client) close(ctx context.Context) error {
+	c.closing.Store(true)
+	// 1. Drain while the dispatcher and the connection still run.
+	flushErr := c.Flush(ctx)
+	// 2. Stop the dispatcher: nothing new goes to paho.
+	c.cancel()
+	c.wg.Wait()
+	// 3. Stop the supervisor; it waits for a connection attempt in progress.
+	_ = c.sup.Close()
+	// 4. Disconnect cleanly. paho's client is never reused after this.
+	c.sendMu.Lock()
+	if c.paho.IsConnectionOpen() {
+		c.paho.Disconnect(250)
+	}
+	c.sendMu.Unlock()
+	// 5. Receipts still waiting will not be answered by this client.
+	c.d.mu.Lock()
+	for seq, w := range c.d.receipts {
+		delete(c.d.receipts, seq)
+		if r := w.Value(); r != nil {
+			r.complete(ErrClosed)
+		}
+	}
+	c.d.broadcastLocked()
+	c.d.mu.Unlock()
+	left := c.q.Stats().Len
+	// 6. Storage last.
+	errs := []error{c.closeOutbox()}
+	if flushErr != nil || left > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d messages remain (%v)", ErrNotDrained, left, flushErr))
+	}
+	return errors.Join(errs...)
+}
+
+// Stats is a snapshot of the client's state and counters.
+type Stats struct {
+	State       reconnect.State
+	Broker      string
+	Queued      int           // messages in the outbox, in flight included
+	QueuedBytes int64         // their size
+	OldestAge   time.Duration // age of the oldest queued message; 0 when empty
+	Inflight    int           // sent, not yet acknowledged
+	Accepted    uint64        // Publish calls that returned nil (QoS 1/2 and queued QoS 0)
+	Sent        uint64        // messages handed to the network (first sends)
+	Resent      uint64        // PUBLISH packets written again with DUP (resume)
+	Acked       uint64        // PUBACK/PUBCOMP received
+	Dropped     uint64        // dropped by the overflow policy
+	Expired     uint64        // dropped by their TTL
+	Reconnects  uint64        // connections after the first
+}
+
+// Stats returns a snapshot. It is cheap (no I/O) and safe for concurrent use.
+func (c *Client) Stats() Stats {
+	qs := c.q.Stats()
+	c.d.mu.Lock()
+	inflight := c.d.inflight
+	c.d.mu.Unlock()
+	broker, _ := c.sup.Current()
+	st := Stats{
+		State:       c.sup.State(),
+		Broker:      broker,
+		Queued:      qs.Len,
+		QueuedBytes: qs.Bytes,
+		Inflight:    inflight,
+		Accepted:    c.stats.accepted.Load(),
+		Sent:        c.stats.sent.Load(),
+		Resent:      c.stats.resent.Load(),
+		Acked:       c.stats.acked.Load(),
+		Dropped:     c.stats.dropped.Load(),
+		Expired:     c.stats.expired.Load(),
+		Reconnects:  c.stats.reconnects.Load(),
+	}
+	if qs.Len > 0 && !qs.Oldest.IsZero() {
+		st.OldestAge = time.Since(qs.Oldest)
+	}
+	return st
+}

@@ -1,0 +1,261 @@
+package client
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/holdfast-mqtt/holdfast/outbox"
+	"github.com/holdfast-mqtt/holdfast/reconnect"
+)
+
+// Config configures a Client. The zero value of every field means the
+// documented default; New copies the Config, fills the defaults and
+// validates it once.
+type Config struct {
+	// Brokers are the broker URLs, tried in turn (failover). Schemes:
+	// tcp:// or mqtt:// (plain), ssl://, tls://, mqtts:// or tcps:// (TLS),
+	// ws:// and wss:// (WebSocket). Required.
+	Brokers []string
+
+	// ClientID identifies the session to the broker. With a durable outbox
+	// (OutboxDir set) it is required and must be stable across restarts:
+	// the broker keeps the session (clean-session=false) under this
+	// identifier, and exactly-once QoS 2 depends on it. 1..23 characters
+	// are safe with every broker; longer ones work with most.
+	ClientID string
+
+	// OutboxDir is the directory of the durable outbox (Badger). Empty
+	// means an in-memory outbox: publishes survive disconnects but not a
+	// process restart, and the session is still persistent only if
+	// PersistentSession is set.
+	OutboxDir string
+
+	// Outbox, when set, is used instead of opening OutboxDir. The client
+	// does not close a Queue it did not open.
+	Outbox outbox.Queue
+
+	// Durability of each Publish, for a durable outbox. Default
+	// outbox.GroupCommit: fsynced before Publish returns, with concurrent
+	// publishers sharing one fsync.
+	Durability outbox.Durability
+
+	// Profile tunes the outbox's storage engine: outbox.ProfileDevice
+	// (small memory) or outbox.ProfileServer (throughput). Default: the
+	// outbox package's default.
+	Profile outbox.Profile
+
+	// MaxQueued, MaxQueuedBytes and TTL bound the outbox (records, bytes of
+	// payload and topic, age). Zero means unbounded. Overflow chooses what
+	// happens at a limit: outbox.OverflowReject (default; Publish returns
+	// ErrOutboxFull), outbox.OverflowBlock (Publish waits for room until its
+	// context ends) or outbox.OverflowDropOldest (the oldest unsent message
+	// is dropped, counted and reported through Hooks.OnDrop).
+	MaxQueued      int
+	MaxQueuedBytes int64
+	TTL            time.Duration
+	Overflow       outbox.Overflow
+
+	// EncryptionKey encrypts the outbox at rest (AES, 16, 24 or 32 bytes).
+	// Opening an outbox with another key fails with outbox.ErrBadKey.
+	EncryptionKey []byte
+
+	// PersistentSession asks for clean-session=false with an in-memory
+	// outbox. With OutboxDir set the session is always persistent.
+	PersistentSession bool
+
+	// KeepAlive is the MQTT keepalive. Default 30s. A link that passes no
+	// bytes (a black hole) is detected after about 1.5x KeepAlive.
+	KeepAlive time.Duration
+
+	// ConnectTimeout bounds one connection attempt (dial, TLS, CONNACK).
+	// Default 10s.
+	ConnectTimeout time.Duration
+
+	// WriteTimeout bounds one write to the network. Default 10s.
+	WriteTimeout time.Duration
+
+	// TLS is the TLS configuration for ssl://, tls://, mqtts://, tcps://
+	// and wss:// brokers. Nil means the system roots.
+	TLS *tls.Config
+
+	// Username and Password authenticate to the broker. They are never
+	// logged.
+	Username string
+	Password string
+
+	// Will is the last-will message, sent by the broker if this client
+	// vanishes without disconnecting. Nil means none.
+	Will *Will
+
+	// Backoff is the reconnection policy; see reconnect.Policy for its
+	// defaults (exponential with jitter, never giving up).
+	Backoff reconnect.Policy
+
+	// MaxInflight bounds the QoS 1 and 2 messages sent and not yet
+	// acknowledged, resends after a reconnect included. Default 512;
+	// at most 65,535.
+	MaxInflight int
+
+	// MaxInflightQoS2 bounds the QoS 2 messages whose exchange is not
+	// complete. It must not exceed the broker's receive quota: past it
+	// Mosquitto drops QoS 2 messages while still acknowledging them. The
+	// default, 20, is Mosquitto's max_inflight_messages default.
+	MaxInflightQoS2 int
+
+	// QoS0 chooses what a QoS 0 Publish does while disconnected:
+	// QoS0Reject (default) returns ErrNotConnected; QoS0Queue stores it in
+	// the outbox like any message, to be sent once connected.
+	QoS0 QoS0Policy
+
+	// MaxPayload bounds the payload of one message. Default 256 MiB - 1,
+	// the MQTT limit (minus topic and header).
+	MaxPayload int
+
+	// Logger receives structured logs. Nil discards them. Payloads and
+	// credentials are never logged above debug level.
+	Logger *slog.Logger
+
+	// Subscriptions are made on every connection whose broker session is
+	// new, and routed from the start, so messages the broker queued while
+	// this client was away reach their handler. See also Subscribe.
+	Subscriptions []Subscription
+
+	// Hooks are optional callbacks; see Hooks.
+	Hooks Hooks
+
+	// PahoOptions, when set, is called last on the paho ClientOptions the
+	// client built, to set what Config does not expose. Holdfast's own
+	// choices (clean session, store, auto-reconnect off, connection
+	// function, handlers) are restored after it, because the guarantees
+	// depend on them.
+	PahoOptions func(*mqtt.ClientOptions)
+}
+
+// Will is a last-will message.
+type Will struct {
+	Topic    string
+	Payload  []byte
+	QoS      byte
+	Retained bool
+}
+
+// QoS0Policy chooses what a QoS 0 Publish does while disconnected.
+type QoS0Policy int
+
+const (
+	// QoS0Reject returns ErrNotConnected while disconnected.
+	QoS0Reject QoS0Policy = iota
+	// QoS0Queue stores QoS 0 messages in the outbox while disconnected.
+	QoS0Queue
+)
+
+// Hooks are optional callbacks. They are called from the client's
+// goroutines: they must be fast, must not block, and must be safe for
+// concurrent use.
+type Hooks struct {
+	// OnConnection is called on every connection state change, with the
+	// cause (dial error, refusal, keepalive timeout, EOF).
+	OnConnection func(reconnect.Event)
+	// OnDrop is called for every message removed from the outbox unsent:
+	// dropped by the overflow policy or expired. reason wraps ErrDropped.
+	OnDrop func(seq uint64, reason error)
+	// OnAck is called when the broker acknowledged a message (PUBACK, or
+	// PUBCOMP for QoS 2).
+	OnAck func(seq uint64)
+}
+
+const (
+	defaultKeepAlive       = 30 * time.Second
+	defaultConnectTimeout  = 10 * time.Second
+	defaultWriteTimeout    = 10 * time.Second
+	defaultMaxInflight     = 512
+	defaultMaxInflightQoS2 = 20
+	maxPacketPayload       = 268435455
+)
+
+// validate copies defaults into c and returns an error wrapping
+// ErrInvalidConfig when the configuration cannot work.
+func (c *Config) validate() error {
+	if len(c.Brokers) == 0 {
+		return fmt.Errorf("%w: no broker URL", ErrInvalidConfig)
+	}
+	for _, b := range c.Brokers {
+		u, err := url.Parse(b)
+		if err != nil {
+			return fmt.Errorf("%w: broker %q: %v", ErrInvalidConfig, b, err)
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "tcps", "ws", "wss":
+		default:
+			return fmt.Errorf("%w: broker %q: unsupported scheme %q", ErrInvalidConfig, b, u.Scheme)
+		}
+		if u.Host == "" {
+			return fmt.Errorf("%w: broker %q: no host", ErrInvalidConfig, b)
+		}
+	}
+	durable := c.OutboxDir != "" || c.Outbox != nil
+	if durable || c.PersistentSession {
+		if c.ClientID == "" {
+			return fmt.Errorf("%w: a persistent session (durable outbox) needs a stable ClientID", ErrInvalidConfig)
+		}
+	}
+	if !utf8.ValidString(c.ClientID) || len(c.ClientID) > 65535 {
+		return fmt.Errorf("%w: ClientID is not valid UTF-8 within 65,535 bytes", ErrInvalidConfig)
+	}
+	if c.Password != "" && c.Username == "" {
+		return fmt.Errorf("%w: Password without Username", ErrInvalidConfig)
+	}
+	if c.Will != nil {
+		if err := checkTopic(c.Will.Topic); err != nil {
+			return fmt.Errorf("%w: will: %v", ErrInvalidConfig, err)
+		}
+		if c.Will.QoS > 2 {
+			return fmt.Errorf("%w: will QoS %d", ErrInvalidConfig, c.Will.QoS)
+		}
+	}
+	switch {
+	case c.KeepAlive < 0, c.ConnectTimeout < 0, c.WriteTimeout < 0, c.TTL < 0:
+		return fmt.Errorf("%w: negative duration", ErrInvalidConfig)
+	case c.MaxInflight < 0 || c.MaxInflight > 65535:
+		return fmt.Errorf("%w: MaxInflight %d outside 0..65535", ErrInvalidConfig, c.MaxInflight)
+	case c.MaxInflightQoS2 < 0:
+		return fmt.Errorf("%w: MaxInflightQoS2 %d", ErrInvalidConfig, c.MaxInflightQoS2)
+	case c.MaxQueued < 0 || c.MaxQueuedBytes < 0 || c.MaxPayload < 0:
+		return fmt.Errorf("%w: negative limit", ErrInvalidConfig)
+	case c.KeepAlive > 0 && c.KeepAlive < time.Second:
+		return fmt.Errorf("%w: KeepAlive %v is under one second (MQTT counts it in seconds)", ErrInvalidConfig, c.KeepAlive)
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = defaultKeepAlive
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = defaultConnectTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = defaultWriteTimeout
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = defaultMaxInflight
+	}
+	if c.MaxInflightQoS2 == 0 {
+		c.MaxInflightQoS2 = defaultMaxInflightQoS2
+	}
+	if c.MaxInflightQoS2 > c.MaxInflight {
+		c.MaxInflightQoS2 = c.MaxInflight
+	}
+	if c.MaxPayload == 0 || c.MaxPayload > maxPacketPayload {
+		c.MaxPayload = maxPacketPayload
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Brokers = append([]string(nil), c.Brokers...)
+	return nil
+}

@@ -1,0 +1,452 @@
+package client
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"weak"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/holdfast-mqtt/holdfast/outbox"
+)
+
+// flight is a message handed to paho and not yet acknowledged.
+type flight struct {
+	seq     uint64
+	id      uint16
+	qos     byte
+	phase   outbox.Phase // PhaseSent, or PhaseReleased once the PUBREL is due
+	pkt     *packets.PublishPacket
+	claimed bool   // paho's identifier table holds id (false for a PUBREL replayed after a restart)
+	gen     uint64 // the connection the first send was meant for
+}
+
+// dispatcher moves records from the outbox to paho in order, within the
+// in-flight window, and removes them on the broker's acknowledgement. It
+// is also paho's Store (store.go).
+type dispatcher struct {
+	q       outbox.Queue
+	log     *slog.Logger
+	hooks   Hooks
+	stats   *counters
+	maxFly  int
+	maxQoS2 int
+
+	kick chan struct{} // capacity 1: the window or a barrier changed
+
+	mu           sync.Mutex // guards every field below
+	flights      map[uint16]*flight
+	other        map[string]packets.ControlPacket // subscribe/unsubscribe and inbound packets
+	pending      *outbox.Record                   // the record inside paho.Publish right now
+	inflight     int                              // len(flights)
+	inflightQoS2 int                              // QoS 2 flights
+	unreleased   int                              // QoS 2 flights still in PhaseSent (PUBREL not written)
+	unclaimed    int                              // flights whose identifier paho does not hold
+	cursor       uint64                           // highest seq handed to paho (or resumed from disk)
+	receipts     map[uint64]weak.Pointer[Receipt] // receipts the caller still holds
+	early        map[uint64]error                 // outcomes that beat their Publish's receipt registration
+	appending    int                              // Publish calls inside outbox.Append
+	changed      chan struct{}                    // closed on the next ack or drop; nil when nobody waits
+	inHandled    map[uint16]bool                  // inbound QoS 2 identifiers whose handler accepted the message
+	gen          uint64 // connection generation: incremented at every dial
+	stateErr     error
+	stateErrSeen atomic.Bool
+}
+
+type counters struct {
+	accepted, sent, acked, dropped, expired, connects, reconnects, resent atomic.Uint64
+}
+
+func newDispatcher(q outbox.Queue, cfg *Config, st *counters) *dispatcher {
+	return &dispatcher{
+		q:         q,
+		log:       cfg.Logger,
+		hooks:     cfg.Hooks,
+		stats:     st,
+		maxFly:    cfg.MaxInflight,
+		maxQoS2:   cfg.MaxInflightQoS2,
+		kick:      make(chan struct{}, 1),
+		flights:   map[uint16]*flight{},
+		other:     map[string]packets.ControlPacket{},
+		receipts:  map[uint64]weak.Pointer[Receipt]{},
+		early:     map[uint64]error{},
+		inHandled: map[uint16]bool{},
+	}
+}
+
+func (d *dispatcher) signal() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// changedLocked returns a channel closed at the next acknowledgement or
+// drop. The channel is made only when somebody waits, so the hot path
+// allocates nothing.
+func (d *dispatcher) changedLocked() <-chan struct{} {
+	if d.changed == nil {
+		d.changed = make(chan struct{})
+	}
+	return d.changed
+}
+
+func (d *dispatcher) broadcastLocked() {
+	if d.changed != nil {
+		close(d.changed)
+		d.changed = nil
+	}
+}
+
+func (d *dispatcher) addFlight(f *flight) {
+	d.flights[f.id] = f
+	d.inflight++
+	if f.qos == 2 {
+		d.inflightQoS2++
+		if f.phase == outbox.PhaseSent {
+			d.unreleased++
+		}
+	}
+	if !f.claimed {
+		d.unclaimed++
+	}
+	if f.seq > d.cursor {
+		d.cursor = f.seq
+	}
+}
+
+// ackLocked retires a flight on PUBACK/PUBCOMP. The caller removes the
+// record from the outbox after unlocking (see acked), so that no outbox
+// lock is ever taken under d.mu.
+func (d *dispatcher) ackLocked(f *flight) {
+	delete(d.flights, f.id)
+	d.inflight--
+	if f.qos == 2 {
+		d.inflightQoS2--
+		if f.phase == outbox.PhaseSent {
+			d.unreleased--
+		}
+	}
+	if !f.claimed {
+		d.unclaimed--
+	}
+	d.finishLocked(f.seq, nil)
+	d.stats.acked.Add(1)
+}
+
+// retire removes an acknowledged record and reports it. Called without d.mu.
+func (d *dispatcher) retire(seq uint64) {
+	if err := d.q.Remove(seq); err != nil {
+		d.log.Error("holdfast: removing acknowledged record", "seq", seq, "err", err)
+	}
+	if d.hooks.OnAck != nil {
+		d.hooks.OnAck(seq)
+	}
+	d.signal()
+}
+
+// finishLocked completes the receipt of seq, or remembers the outcome for a
+// Publish that has not registered its receipt yet.
+func (d *dispatcher) finishLocked(seq uint64, err error) {
+	if w, ok := d.receipts[seq]; ok {
+		delete(d.receipts, seq)
+		if r := w.Value(); r != nil {
+			r.complete(err)
+		}
+	} else if d.appending > 0 {
+		d.early[seq] = err
+	}
+	d.broadcastLocked()
+}
+
+// trackLocked registers a new receipt. The map holds it weakly, and a
+// cleanup forgets it once the caller dropped it, so an ignored receipt
+// costs no memory while its message waits in the outbox.
+func (d *dispatcher) trackLocked(r *Receipt) {
+	if err, ok := d.early[r.seq]; ok {
+		delete(d.early, r.seq)
+		r.complete(err)
+	} else {
+		d.receipts[r.seq] = weak.Make(r)
+		runtime.AddCleanup(r, d.forget, r.seq)
+	}
+	if d.appending == 0 && len(d.early) > 0 {
+		clear(d.early) // outcomes of records whose Publish is long gone
+	}
+}
+
+func (d *dispatcher) forget(seq uint64) {
+	d.mu.Lock()
+	if w, ok := d.receipts[seq]; ok && w.Value() == nil {
+		delete(d.receipts, seq)
+	}
+	d.mu.Unlock()
+}
+
+// dialed starts a new connection generation and returns it.
+func (d *dispatcher) dialed() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++
+	return d.gen
+}
+
+// stale reports whether a first send (no DUP flag) of packet id on
+// connection gen is a leftover from an earlier connection. paho keeps a
+// Publish that was waiting when the connection dropped and writes it on the
+// next connection, possibly before the resume of older messages: it must
+// not go out, or it would overtake them. paho's resume sends the message
+// again, with DUP, in its place.
+func (d *dispatcher) stale(id uint16, gen uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f := d.flights[id]
+	return f == nil || f.gen != gen
+}
+
+// released records that the PUBREL of a QoS 2 message is about to be
+// written (its PUBREC arrived): from now on a resume must send the PUBREL,
+// never the PUBLISH again. Called from the network writer before the write.
+func (d *dispatcher) released(id uint16) error {
+	d.mu.Lock()
+	f := d.flights[id]
+	if f == nil || f.phase != outbox.PhaseSent || f.qos != 2 {
+		d.mu.Unlock()
+		return nil
+	}
+	f.phase = outbox.PhaseReleased
+	d.unreleased--
+	seq := f.seq
+	d.mu.Unlock()
+	d.signal()
+	return d.q.SetState(context.Background(), seq, id, outbox.PhaseReleased)
+}
+
+func (d *dispatcher) setStateErr(err error) {
+	d.mu.Lock()
+	d.stateErr = err
+	d.mu.Unlock()
+	d.stateErrSeen.Store(true)
+}
+
+// dropped is the outbox's report of a record removed unsent.
+func (d *dispatcher) dropped(seq uint64, reason error, expired bool) {
+	if expired {
+		d.stats.expired.Add(1)
+	} else {
+		d.stats.dropped.Add(1)
+	}
+	d.mu.Lock()
+	d.finishLocked(seq, reason)
+	d.mu.Unlock()
+	if d.hooks.OnDrop != nil {
+		d.hooks.OnDrop(seq, reason)
+	}
+}
+
+// load rebuilds the in-flight set after a process restart: every record up
+// to the last one that was handed to the network is resumed by paho, in
+// outbox order, before anything newer is sent. QoS 2 messages keep their
+// packet identifier and phase; QoS 1 messages get identifiers that collide
+// with none of them. QoS 0 records in that prefix may already have been
+// sent and are removed (at most once).
+func (d *dispatcher) load() error {
+	var prefix []outbox.Record
+	last := -1
+	var after uint64
+	horizon := max(d.maxFly, 1024)
+	for len(prefix)-(last+1) < horizon {
+		recs, err := d.q.Read(after, 256, nil)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			prefix = append(prefix, r)
+			if r.Phase != outbox.PhaseQueued {
+				last = len(prefix) - 1
+			}
+			after = r.Seq
+		}
+	}
+	prefix = prefix[:last+1]
+	used := map[uint16]bool{}
+	for _, r := range prefix {
+		if r.Phase != outbox.PhaseQueued && r.PacketID != 0 {
+			used[r.PacketID] = true
+		}
+	}
+	next := uint16(0)
+	var stale []uint64
+	defer func() { _ = d.q.Remove(stale...) }()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range prefix {
+		if r.QoS == 0 {
+			stale = append(stale, r.Seq)
+			if r.Seq > d.cursor {
+				d.cursor = r.Seq
+			}
+			continue
+		}
+		id, phase := r.PacketID, r.Phase
+		if phase == outbox.PhaseQueued || id == 0 {
+			for next++; used[next] || next == 0; next++ {
+			}
+			id, phase = next, outbox.PhaseSent
+		}
+		pub := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+		pub.TopicName, pub.Qos, pub.Retain, pub.Payload = r.Topic, r.QoS, r.Retained, r.Payload
+		pub.MessageID = id
+		d.addFlight(&flight{seq: r.Seq, id: id, qos: r.QoS, phase: phase, pkt: pub, claimed: phase != outbox.PhaseReleased})
+	}
+	if len(prefix) > 0 {
+		d.log.Info("holdfast: resuming in-flight messages", "count", d.inflight, "first_seq", prefix[0].Seq, "last_seq", prefix[len(prefix)-1].Seq)
+	}
+	return nil
+}
+
+// run is the dispatcher goroutine: it waits for a connection, then sends
+// records until the connection is lost, and again.
+func (c *Client) run(ctx context.Context) {
+	for {
+		conn, err := c.sup.AwaitConnected(ctx)
+		if err != nil {
+			return
+		}
+		s, ok := conn.(*session)
+		if !ok {
+			return
+		}
+		c.sendOn(ctx, s)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// sendOn sends records in order on one connection until it is lost.
+func (c *Client) sendOn(ctx context.Context, s *session) {
+	d := c.d
+	for {
+		d.mu.Lock()
+		room := d.maxFly - d.inflight
+		blocked := d.unclaimed > 0 // replayed PUBRELs hold identifiers paho does not know
+		after := d.cursor
+		d.mu.Unlock()
+		if room <= 0 || blocked {
+			if !c.waitKick(ctx, s, nil) {
+				return
+			}
+			continue
+		}
+		recs, err := c.q.Read(after, min(room, 128), nil)
+		if err != nil {
+			c.log.Error("holdfast: reading the outbox", "err", err)
+			if !c.waitKick(ctx, s, c.q.Wake()) {
+				return
+			}
+			continue
+		}
+		if len(recs) == 0 {
+			if !c.waitKick(ctx, s, c.q.Wake()) {
+				return
+			}
+			continue
+		}
+		for i := range recs {
+			r := &recs[i]
+			for !d.admit(r) {
+				if !c.waitKick(ctx, s, nil) {
+					return
+				}
+			}
+			if !c.send(s, r) {
+				return
+			}
+		}
+	}
+}
+
+// admit reports whether r may be sent now: within the window, within the
+// QoS 2 receive quota, and (for QoS 0/1) after the PUBREL of every earlier
+// QoS 2 message, because the broker forwards QoS 2 messages only on PUBREL
+// and a later QoS 1 message must not overtake them.
+func (d *dispatcher) admit(r *outbox.Record) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.inflight >= d.maxFly {
+		return false
+	}
+	if r.QoS == 2 {
+		return d.inflightQoS2 < d.maxQoS2
+	}
+	return d.unreleased == 0
+}
+
+func (c *Client) waitKick(ctx context.Context, s *session, wake <-chan struct{}) bool {
+	select {
+	case <-c.d.kick:
+		return true
+	case <-wake:
+		return true
+	case <-s.Done():
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// send hands one record to paho. It reports false when the connection is
+// gone; the record then stays for the next connection.
+func (c *Client) send(s *session, r *outbox.Record) bool {
+	d := c.d
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	select {
+	case <-s.Done():
+		return false
+	default:
+	}
+	if r.Phase != outbox.PhaseQueued {
+		c.log.Warn("holdfast: record past the resume horizon was in flight; resending it as new", "seq", r.Seq)
+	}
+	d.mu.Lock()
+	d.pending = r
+	d.mu.Unlock()
+	tok := c.paho.Publish(r.Topic, r.QoS, r.Retained, r.Payload)
+	d.mu.Lock()
+	stored := d.pending == nil
+	d.pending = nil
+	if r.QoS == 0 {
+		stored = !isNotConnected(tok)
+		if stored {
+			d.cursor = r.Seq
+			d.finishLocked(r.Seq, nil)
+		}
+	}
+	d.mu.Unlock()
+	if !stored {
+		return false
+	}
+	if r.QoS == 0 {
+		_ = c.q.Remove(r.Seq)
+	}
+	c.stats.sent.Add(1)
+	return true
+}
+
+func isNotConnected(tok mqtt.Token) bool {
+	select {
+	case <-tok.Done():
+		return tok.Error() == mqtt.ErrNotConnected
+	default:
+		return false
+	}
+}

@@ -1,0 +1,153 @@
+// Command telemetry is a small device-style publisher built on Holdfast.
+//
+// It publishes sequence-numbered messages through a durable outbox and
+// prints "accepted N" on its own line for each message Publish accepted,
+// then "drained" once the broker acknowledged everything, and exits 0.
+// Without -broker it starts an embedded broker in-process, so it runs with
+// nothing installed:
+//
+//	go run ./examples/telemetry
+//	go run ./examples/telemetry -broker tcp://127.0.0.1:1883 -qos 2 -count 1000 -rate 0
+//
+// The payload of message N begins with the decimal N and a space. SIGINT or
+// SIGTERM closes it cleanly; what was accepted and not yet acknowledged stays
+// in the outbox and is sent by the next run with the same -outbox and
+// -client-id.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/holdfast-mqtt/holdfast/client"
+	"github.com/holdfast-mqtt/holdfast/internal/embedbroker"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("telemetry", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	broker := fs.String("broker", "", "broker URL (default: an embedded in-process broker)")
+	clientID := fs.String("client-id", "holdfast-telemetry", "MQTT client identifier (stable: the broker keeps the session under it)")
+	outboxDir := fs.String("outbox", "", "outbox directory (default: a directory named after -client-id in the temp dir)")
+	topic := fs.String("topic", "holdfast/telemetry", "topic to publish to")
+	qos := fs.Int("qos", 1, "QoS of the messages (0, 1 or 2)")
+	start := fs.Uint64("start", 1, "first sequence number")
+	count := fs.Uint64("count", 20, "number of messages (0: until interrupted)")
+	rate := fs.Float64("rate", 10, "messages per second (0: as fast as possible)")
+	size := fs.Int("size", 64, "payload bytes (at least the sequence number and a space)")
+	keepalive := fs.Duration("keepalive", 30*time.Second, "MQTT keepalive (a black-holed link is noticed after about 1.5x)")
+	verbose := fs.Bool("v", false, "log connection events to stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *qos < 0 || *qos > 2 || *size < 0 || *rate < 0 {
+		fmt.Fprintln(stderr, "telemetry: -qos must be 0..2, -size and -rate non-negative")
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	logLevel := slog.LevelWarn
+	if *verbose {
+		logLevel = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
+
+	if *broker == "" {
+		b, err := embedbroker.Start("127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(stderr, "telemetry: embedded broker:", err)
+			return 1
+		}
+		defer b.Close()
+		*broker = b.URL()
+		fmt.Fprintln(stderr, "telemetry: embedded broker on", b.URL())
+	}
+	if *outboxDir == "" {
+		*outboxDir = filepath.Join(os.TempDir(), "holdfast-"+*clientID)
+	}
+
+	c, err := client.New(client.Config{
+		Brokers:   []string{*broker},
+		ClientID:  *clientID,
+		OutboxDir: *outboxDir,
+		QoS0:      client.QoS0Queue,
+		KeepAlive: *keepalive,
+		Logger:    logger,
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "telemetry:", err)
+		return 1
+	}
+
+	code := publish(ctx, c, stdout, stderr, *topic, byte(*qos), *start, *count, *rate, *size)
+	if code == 0 {
+		if err := c.Flush(ctx); err != nil {
+			code = closeOnSignal(ctx, err, stderr)
+		} else {
+			fmt.Fprintln(stdout, "drained")
+		}
+	}
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.Close(closeCtx); err != nil && !errors.Is(err, client.ErrNotDrained) {
+		fmt.Fprintln(stderr, "telemetry: close:", err)
+		return 1
+	}
+	return code
+}
+
+func publish(ctx context.Context, c *client.Client, stdout, stderr io.Writer, topic string, qos byte, start, count uint64, rate float64, size int) int {
+	var tick <-chan time.Time
+	if rate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		defer t.Stop()
+		tick = t.C
+	}
+	buf := make([]byte, 0, max(size, 24))
+	for n := start; count == 0 || n < start+count; n++ {
+		if tick != nil {
+			select {
+			case <-tick:
+			case <-ctx.Done():
+				return closeOnSignal(ctx, ctx.Err(), stderr)
+			}
+		}
+		buf = strconv.AppendUint(buf[:0], n, 10)
+		buf = append(buf, ' ')
+		for len(buf) < size {
+			buf = append(buf, 'x')
+		}
+		payload := append([]byte(nil), buf...)
+		if _, err := c.Publish(ctx, topic, payload, client.PublishOptions{QoS: qos}); err != nil {
+			return closeOnSignal(ctx, err, stderr)
+		}
+		fmt.Fprintf(stdout, "accepted %d\n", n)
+	}
+	return 0
+}
+
+// closeOnSignal turns an interruption into a clean exit and anything else
+// into a failure.
+func closeOnSignal(ctx context.Context, err error, stderr io.Writer) int {
+	if ctx.Err() != nil {
+		return 0
+	}
+	fmt.Fprintln(stderr, "telemetry:", err)
+	return 1
+}

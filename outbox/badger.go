@@ -1,0 +1,431 @@
+package outbox
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Badger is the durable Queue, stored in a Badger v4 directory. Open it with
+// Open; Close it to flush removals and release the directory.
+//
+// It owns two goroutines besides Badger's own: the committer, which writes
+// every append, state change and batch of removals (one Badger transaction
+// and one sync per batch), and the maintainer, which runs value-log garbage
+// collection and keeps file permissions owner-only.
+type Badger struct {
+	core
+	dir string
+	db  *badger.DB
+
+	reqs   chan *writeReq // to the committer
+	kick   chan struct{}  // removals are pending (capacity 1)
+	gcKick chan struct{}  // enough was removed to try value-log GC (capacity 1)
+	quit   chan struct{}  // closed by Close after every op ended
+	wg     sync.WaitGroup // committer and maintainer
+
+	// maxBatch bounds one transaction, within Badger's limits.
+	maxBatchBytes int64
+	maxBatchCount int
+	vThreshold    int64
+	vlogFileSize  int64
+
+	// Guarded by core.mu:
+	delq         []delItem           // removals not yet written
+	stateKeys    map[uint64]struct{} // seqs that may have a state key on disk
+	removedBytes int64               // since the last GC kick
+
+	// Owned by the committer goroutine (set by Open before it starts).
+	nextSeq uint64
+}
+
+// writeReq is one append or state change waiting for the committer.
+type writeReq struct {
+	state bool
+	// append
+	value    []byte
+	size     uint32
+	enq, exp time.Time
+	// state (and the seq an append got)
+	seq      uint64
+	packetID uint16
+	phase    Phase
+
+	skip bool // state for a record that is gone
+	err  error
+	done chan struct{}
+}
+
+// delItem is one pending deletion.
+type delItem struct {
+	seq        uint64
+	size       uint32 // 0: no record key (orphan state only)
+	state      bool   // delete the state key too
+	quarantine bool   // move the value to the quarantine key
+	raw        []byte
+}
+
+// deleteFlushCount pending removals are written without waiting for RemoveDelay.
+const deleteFlushCount = 512
+
+// Open opens (creating if needed) the outbox in dir. The directory is
+// created with mode 0700 (an existing one is tightened to 0700); Badger's
+// files in it are kept at 0600.
+//
+// Errors: ErrInvalidOptions, ErrLocked (another process or Queue uses dir),
+// ErrBadKey (EncryptionKey does not match), ErrDiskFull, ErrCorrupt
+// (anything else that keeps the directory from being read).
+func Open(dir string, opts Options) (*Badger, error) {
+	o, err := opts.normalize()
+	if err != nil {
+		return nil, err
+	}
+	bo := badgerOptions(dir, o)
+	if int64(o.MaxRecordBytes) > bo.ValueLogFileSize {
+		return nil, fmt.Errorf("%w: MaxRecordBytes %d above the %s profile's value-log file size %d",
+			ErrInvalidOptions, o.MaxRecordBytes, o.Profile, bo.ValueLogFileSize)
+	}
+	if err := prepareDir(dir); err != nil {
+		return nil, err
+	}
+	if err := checkKey(dir, o.EncryptionKey); err != nil {
+		return nil, err
+	}
+	db, err := openBadger(bo)
+	if err != nil {
+		return nil, classifyOpenErr(dir, err)
+	}
+	b := &Badger{
+		dir:           dir,
+		db:            db,
+		reqs:          make(chan *writeReq, 1024),
+		kick:          make(chan struct{}, 1),
+		gcKick:        make(chan struct{}, 1),
+		quit:          make(chan struct{}),
+		stateKeys:     make(map[uint64]struct{}),
+		maxBatchBytes: (15 * bo.MemTableSize / 100) / 2,
+		maxBatchCount: 1000,
+		vThreshold:    bo.ValueThreshold,
+		vlogFileSize:  bo.ValueLogFileSize,
+		nextSeq:       1,
+	}
+	b.init(o, b)
+	if err := b.load(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
+	}
+	fixPerms(dir, o.Logger)
+	b.wg.Add(2)
+	go b.committer()
+	go b.maintain()
+	b.mu.Lock()
+	if len(b.delq) > 0 {
+		b.kickLocked()
+	}
+	if b.idx.n > 0 {
+		b.armLocked(time.Now()) // expire what expired while closed
+	}
+	b.mu.Unlock()
+	return b, nil
+}
+
+// checkKey verifies the encryption key against the directory's key registry
+// before badger.Open, which leaks goroutines when it fails that late.
+func checkKey(dir string, key []byte) error {
+	kr, err := badger.OpenKeyRegistry(badger.KeyRegistryOptions{Dir: dir, ReadOnly: true, EncryptionKey: key})
+	if err != nil {
+		return classifyOpenErr(dir, err)
+	}
+	return kr.Close()
+}
+
+// openBadger opens Badger, turning a panic into an error.
+func openBadger(bo badger.Options) (db *badger.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, fmt.Errorf("badger panicked: %v", p)
+		}
+	}()
+	return badger.Open(bo)
+}
+
+func prepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		if isNoSpace(err) {
+			return fmt.Errorf("%w: %v", ErrDiskFull, err)
+		}
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", ErrCorrupt, dir)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+	}
+	return nil
+}
+
+// load rebuilds the in-memory state from the store: the index from record
+// keys alone (values are not read), in-flight states, and the next sequence.
+func (b *Badger) load() error {
+	var metaNext uint64
+	var badStates []uint64
+	err := b.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(metaNextSeqKey)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("bad next-sequence value of %d bytes", len(v))
+				}
+				metaNext = binary.BigEndian.Uint64(v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		for it.Rewind(); it.Valid(); it.Next() {
+			seq, size, ok := parseRecordKey(it.Item().Key())
+			if !ok || size == 0 || seq <= b.idx.last {
+				b.opts.Logger.Warn("outbox: ignoring malformed record key", "key", fmt.Sprintf("%x", it.Item().Key()))
+				continue
+			}
+			b.idx.add(seq, size)
+			b.bytes += int64(size)
+		}
+		it.Close()
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixState}, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			seq, ok := parseSeqKey(prefixState, it.Item().Key())
+			if !ok {
+				continue
+			}
+			var pid uint16
+			var ph Phase
+			err := it.Item().Value(func(v []byte) (err error) {
+				pid, ph, err = decodeState(v)
+				return err
+			})
+			switch {
+			case err != nil:
+				b.opts.Logger.Warn("outbox: dropping unreadable in-flight state", "seq", seq, "err", err)
+				badStates = append(badStates, seq)
+			case b.idx.size(seq) == 0:
+				badStates = append(badStates, seq) // orphan
+			default:
+				b.stateKeys[seq] = struct{}{}
+				if ph != PhaseQueued {
+					b.states[seq] = inflight{pid, ph}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, seq := range badStates {
+		b.delq = append(b.delq, delItem{seq: seq, state: true})
+	}
+	next := max(metaNext, b.idx.last+1, 1)
+	b.nextSeq = next
+	b.lastSeq = next - 1
+	return nil
+}
+
+// Append implements Queue.
+func (b *Badger) Append(ctx context.Context, r *Record) (uint64, error) {
+	rec := *r
+	size, err := b.prepare(&rec, time.Now())
+	if err != nil {
+		return 0, err
+	}
+	if err := b.admit(ctx, int64(size)); err != nil {
+		return 0, err
+	}
+	req := &writeReq{
+		value: appendRecord(make([]byte, 0, size), &rec),
+		size:  uint32(size),
+		enq:   rec.Enqueued,
+		exp:   rec.Expires,
+		done:  make(chan struct{}),
+	}
+	// The reservation holds an op, so the committer runs until this returns.
+	b.reqs <- req
+	<-req.done
+	if req.err != nil {
+		return 0, req.err
+	}
+	r.Seq = req.seq
+	return req.seq, nil
+}
+
+// SetState implements Queue.
+func (b *Badger) SetState(ctx context.Context, seq uint64, packetID uint16, phase Phase) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	if err := b.checkLiveLocked(seq, phase); err != nil {
+		b.mu.Unlock()
+		return err
+	}
+	b.ops.Add(1)
+	b.mu.Unlock()
+	defer b.ops.Done()
+	req := &writeReq{state: true, seq: seq, packetID: packetID, phase: phase, done: make(chan struct{})}
+	select {
+	case b.reqs <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-req.done // bounded: one commit
+	return req.err
+}
+
+// Remove implements Queue.
+func (b *Badger) Remove(seqs ...uint64) error { return b.remove(seqs) }
+
+// Stats implements Queue.
+func (b *Badger) Stats() Stats { return b.stats() }
+
+// Read implements Queue.
+func (b *Badger) Read(after uint64, max int, buf []Record) ([]Record, error) {
+	if err := b.begin(); err != nil {
+		return buf, err
+	}
+	defer b.end()
+	if max <= 0 {
+		return buf, nil
+	}
+	from, to, ok := b.readRange(after)
+	if !ok {
+		return buf, nil
+	}
+	txn := b.db.NewTransaction(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+	defer it.Close()
+	want := max
+	cands := make([]cand, 0, min(want, 256))
+	flush := func() {
+		before := len(buf)
+		buf, _ = b.accept(cands, buf, time.Now())
+		want -= len(buf) - before
+		cands = cands[:0]
+	}
+	for it.Seek(recordSeek(from)); it.Valid() && want > 0; it.Next() {
+		item := it.Item()
+		seq, size, ok := parseRecordKey(item.Key())
+		if !ok {
+			continue
+		}
+		if seq > to {
+			break
+		}
+		cd := cand{seq: seq, size: size}
+		verr := item.Value(func(v []byte) error {
+			if err := decodeRecord(v, &cd.rec); err != nil {
+				cd.err = err
+				cd.raw = append([]byte(nil), v...)
+			}
+			return nil
+		})
+		if verr != nil {
+			cd.err = verr
+		}
+		cands = append(cands, cd)
+		if len(cands) >= want || len(cands) == cap(cands) {
+			flush()
+		}
+	}
+	if len(cands) > 0 {
+		flush()
+	}
+	return buf, nil
+}
+
+// Close implements Queue. It waits for running calls, writes pending
+// removals, stops its goroutines and closes Badger (which flushes its
+// memtable). A second Close returns nil.
+func (b *Badger) Close() error {
+	if !b.shut() {
+		return nil
+	}
+	// Teardown order: no op is running (shut waited), so the committer can
+	// drain removals and exit; then the maintainer; Badger last.
+	close(b.quit)
+	b.wg.Wait()
+	err := b.db.Close()
+	fixPerms(b.dir, b.opts.Logger)
+	if err != nil {
+		return classifyWriteErr(err)
+	}
+	return nil
+}
+
+// peek implements backend.
+func (b *Badger) peek(seq uint64, size uint32) (enq, exp time.Time, err error) {
+	err = b.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(seq, size))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) (err error) {
+			enq, exp, err = decodeTimes(v)
+			return err
+		})
+	})
+	return enq, exp, err
+}
+
+// forget implements backend (core.mu held).
+func (b *Badger) forget(seq uint64, size uint32) {
+	_, st := b.stateKeys[seq]
+	delete(b.stateKeys, seq)
+	b.delq = append(b.delq, delItem{seq: seq, size: size, state: st})
+	b.removedBytes += int64(size)
+	if b.removedBytes >= b.vlogFileSize/2 {
+		b.removedBytes = 0
+		select {
+		case b.gcKick <- struct{}{}:
+		default:
+		}
+	}
+	if len(b.delq) == 1 || len(b.delq) == deleteFlushCount {
+		b.kickLocked()
+	}
+}
+
+// quarantine implements backend (core.mu held).
+func (b *Badger) quarantine(seq uint64, size uint32, raw []byte) {
+	_, st := b.stateKeys[seq]
+	delete(b.stateKeys, seq)
+	b.delq = append(b.delq, delItem{seq: seq, size: size, state: st, quarantine: true, raw: raw})
+	b.opts.Logger.Error("outbox: quarantined unreadable record", "seq", seq, "dir", b.dir)
+	b.kickLocked()
+}
+
+func (b *Badger) kickLocked() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}

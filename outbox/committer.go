@@ -1,0 +1,251 @@
+package outbox
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// committer is the only goroutine that writes to Badger (value-log GC
+// aside). It takes every request waiting, writes them in one transaction and
+// commits it: with SyncWrites on (GroupCommit, SyncEach) the commit returns
+// after Badger synced its write-ahead log and value log, so one sync covers
+// the whole batch. Sequences are assigned here, in batch order, so assignment
+// order is commit order is read order. SyncEach takes one request per
+// transaction. Pending removals ride along with every batch, or go alone
+// after RemoveDelay (or at once past deleteFlushCount).
+func (b *Badger) committer() {
+	defer b.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	timerSet := false
+	batch := make([]*writeReq, 0, 64)
+	for {
+		flush := false
+		select {
+		case r := <-b.reqs:
+			batch = append(batch, r)
+			if b.opts.Durability != SyncEach {
+				batch = b.gather(batch)
+			}
+		case <-b.kick:
+			b.mu.Lock()
+			n := len(b.delq)
+			b.mu.Unlock()
+			switch {
+			case n >= deleteFlushCount:
+				flush = true
+			case n > 0 && !timerSet:
+				timer.Reset(b.opts.RemoveDelay)
+				timerSet = true
+			}
+		case <-timer.C:
+			timerSet = false
+			flush = true
+		case <-b.quit:
+			// Close waited for every op: no request can arrive. Write what
+			// is left of the removals, with a few retries.
+			timer.Stop()
+			for i := 0; i < 3 && b.pendingDeletes() > 0; i++ {
+				b.commit(nil)
+			}
+			if n := b.pendingDeletes(); n > 0 {
+				b.opts.Logger.Error("outbox: removals not written at close; they will reappear", "count", n)
+			}
+			return
+		}
+		if len(batch) > 0 || flush {
+			b.commit(batch)
+			clear(batch)
+			batch = batch[:0]
+		}
+		if n := b.pendingDeletes(); n > 0 && !timerSet {
+			timer.Reset(b.opts.RemoveDelay)
+			timerSet = true
+		}
+	}
+}
+
+func (b *Badger) pendingDeletes() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.delq)
+}
+
+// gather adds the requests already waiting, within the batch limits.
+func (b *Badger) gather(batch []*writeReq) []*writeReq {
+	var bytes int64
+	for _, r := range batch {
+		bytes += b.estimate(r)
+	}
+	maxEntry := b.vThreshold + recordKeyLen + 2
+	for len(batch) < b.maxBatchCount && bytes+maxEntry <= b.maxBatchBytes {
+		select {
+		case r := <-b.reqs:
+			batch = append(batch, r)
+			bytes += b.estimate(r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// estimate mirrors Badger's accounting of an entry against its batch limit.
+func (b *Badger) estimate(r *writeReq) int64 {
+	if r.state {
+		return 9 + stateLen + 2
+	}
+	if int64(len(r.value)) < b.vThreshold {
+		return recordKeyLen + int64(len(r.value)) + 2
+	}
+	return recordKeyLen + 12 + 2
+}
+
+// commit writes one batch of requests plus as many pending removals as fit,
+// then completes the requests.
+func (b *Badger) commit(batch []*writeReq) {
+	var appends, states []*writeReq
+	var appendBytes int64
+	budget := b.maxBatchBytes
+	for _, r := range batch {
+		budget -= b.estimate(r)
+		if r.state {
+			states = append(states, r)
+		} else {
+			appends = append(appends, r)
+			appendBytes += int64(len(r.value))
+		}
+	}
+	// Refuse writes the disk cannot take: Badger writes through memory
+	// maps, and a full disk there is SIGBUS, not an error.
+	if len(batch) > 0 && b.opts.DiskReserve > 0 {
+		if free, ok := diskFree(b.dir); ok {
+			if free < b.opts.DiskReserve+appendBytes {
+				err := fmt.Errorf("%w: %d bytes free in %s, reserve %d", ErrDiskFull, free, b.dir, b.opts.DiskReserve)
+				b.fail(appends, err)
+				appends = nil
+			}
+			if free < b.opts.DiskReserve/2 {
+				err := fmt.Errorf("%w: %d bytes free in %s", ErrDiskFull, free, b.dir)
+				b.fail(states, err)
+				states = nil
+			}
+		}
+	}
+
+	txn := b.db.NewTransaction(true)
+	defer txn.Discard()
+	var dels []delItem
+	b.mu.Lock()
+	for _, r := range states {
+		if b.idx.size(r.seq) == 0 {
+			r.skip = true
+			r.err = fmt.Errorf("%w: seq %d", ErrNotFound, r.seq)
+			continue
+		}
+		if r.phase == PhaseQueued {
+			if _, ok := b.stateKeys[r.seq]; ok {
+				delete(b.stateKeys, r.seq)
+				_ = txn.Delete(seqKey(prefixState, r.seq))
+			}
+			continue
+		}
+		b.stateKeys[r.seq] = struct{}{}
+		_ = txn.Set(seqKey(prefixState, r.seq), encodeState(r.packetID, r.phase))
+	}
+	n := 0
+	for n < len(b.delq) && budget > 256 {
+		budget -= 2 * (recordKeyLen + 2)
+		if b.delq[n].quarantine {
+			budget -= int64(len(b.delq[n].raw)) + 11
+		}
+		n++
+	}
+	if n > 0 {
+		dels = append(dels, b.delq[:n]...)
+		rest := copy(b.delq, b.delq[n:])
+		clear(b.delq[rest:])
+		b.delq = b.delq[:rest]
+	}
+	b.mu.Unlock()
+
+	var err error
+	set := func(k, v []byte) {
+		if err == nil {
+			err = txn.Set(k, v)
+		}
+	}
+	for _, r := range appends {
+		r.seq = b.nextSeq
+		b.nextSeq++
+		set(recordKey(r.seq, r.size), r.value)
+	}
+	if len(appends) > 0 {
+		set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq))
+	}
+	for _, d := range dels {
+		if d.size != 0 {
+			if err == nil {
+				err = txn.Delete(recordKey(d.seq, d.size))
+			}
+			if d.quarantine {
+				set(seqKey(prefixQuarantine, d.seq), d.raw)
+			}
+		}
+		if d.state && err == nil {
+			err = txn.Delete(seqKey(prefixState, d.seq))
+		}
+	}
+	if err == nil && (len(appends) > 0 || len(states) > 0 || len(dels) > 0) {
+		err = txn.Commit()
+	}
+
+	b.mu.Lock()
+	if err != nil {
+		werr := classifyWriteErr(err)
+		b.opts.Logger.Error("outbox: commit failed", "err", err, "appends", len(appends), "states", len(states), "removals", len(dels))
+		for _, r := range appends {
+			r.err = werr
+			b.abortLocked(int64(r.size))
+		}
+		for _, r := range states {
+			if !r.skip {
+				r.err = werr
+				// The state key may or may not exist now; deleting it later is safe.
+				b.stateKeys[r.seq] = struct{}{}
+			}
+		}
+		// Retry the removals with the next batch.
+		b.delq = append(dels, b.delq...)
+	} else {
+		for _, r := range appends {
+			b.committedLocked(r.seq, r.size, r.enq, r.exp)
+		}
+		for _, r := range states {
+			if !r.skip {
+				b.setStateLocked(r.seq, r.packetID, r.phase)
+			}
+		}
+	}
+	b.mu.Unlock()
+	for _, r := range batch {
+		close(r.done)
+	}
+	if err == nil && len(appends) > 0 {
+		b.notify()
+	}
+}
+
+// fail completes requests with err before anything was written.
+func (b *Badger) fail(reqs []*writeReq, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range reqs {
+		r.err = err
+		r.skip = true
+		if !r.state {
+			b.abortLocked(int64(r.size))
+		}
+	}
+}

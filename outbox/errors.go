@@ -1,0 +1,97 @@
+package outbox
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error returned by this package wraps one of them, so
+// callers test with errors.Is. Each says what it means and what to do.
+var (
+	// ErrClosed is returned by every method of a Queue after Close. Nothing was
+	// changed. Callers stop using the queue; a new one needs Open or NewMemory.
+	ErrClosed = errors.New("outbox: closed")
+
+	// ErrFull is returned by Append when a limit (Options.MaxRecords or
+	// Options.MaxBytes) is reached and the overflow policy cannot make room:
+	// always with OverflowReject, and with OverflowDropOldest when every
+	// record left is in flight. The record was not stored. Callers retry later,
+	// drop the record themselves, or raise the limits.
+	ErrFull = errors.New("outbox: full")
+
+	// ErrTooLarge is returned by Append when one encoded record is larger than
+	// Options.MaxRecordBytes or Options.MaxBytes: it could never fit. The
+	// record was not stored; retrying cannot help.
+	ErrTooLarge = errors.New("outbox: record too large")
+
+	// ErrInvalidRecord is returned by Append for a record that cannot be
+	// stored as given (QoS above 2, a topic longer than 65,535 bytes), and by
+	// SetState for an unknown Phase. Nothing was stored; the caller has a bug.
+	ErrInvalidRecord = errors.New("outbox: invalid record")
+
+	// ErrNotFound is returned by SetState for a sequence that is not in the
+	// queue: never appended, already removed, dropped or expired. Nothing was
+	// stored. A client should not send a record it could not mark.
+	ErrNotFound = errors.New("outbox: record not found")
+
+	// ErrInvalidOptions is returned by Open and NewMemory for options that
+	// cannot work (negative limits, an encryption key that is not 16, 24 or
+	// 32 bytes, unknown enum values). Nothing was opened or created.
+	ErrInvalidOptions = errors.New("outbox: invalid options")
+
+	// ErrLocked is returned by Open when another process, or another open
+	// Queue in this process, holds the directory. Only one may use a
+	// directory at a time. Close the other one, or use another directory.
+	ErrLocked = errors.New("outbox: directory locked by another user")
+
+	// ErrCorrupt is returned by Open when the directory exists but cannot be
+	// read as an outbox (damaged or foreign files, no permission, a file where
+	// the directory should be). Nothing in it was changed. An operator has to
+	// look at it; the records in it are not lost by this error.
+	// CorruptRecordError, for one undecodable record, also matches ErrCorrupt.
+	ErrCorrupt = errors.New("outbox: corrupt or unreadable")
+
+	// ErrBadKey is returned by Open when the encryption key does not match the
+	// one the directory was created with (or a key is given for an
+	// unencrypted directory, or none for an encrypted one). Nothing was
+	// changed. Retry with the right key; there is no way around it.
+	ErrBadKey = errors.New("outbox: wrong encryption key")
+
+	// ErrDiskFull is returned by Append (and, rarely, SetState and Open) when
+	// the filesystem holding the outbox has less free space than
+	// Options.DiskReserve, or the system reported ENOSPC. The record was not
+	// stored and every earlier record is intact. Appends succeed again once
+	// space is freed (draining the queue frees space only after the store
+	// compacts, so free other files or wait).
+	ErrDiskFull = errors.New("outbox: disk full")
+
+	// ErrStorage wraps an unexpected error from the store (an I/O error, a
+	// failed sync). The call did not take effect. Log it; if it persists,
+	// Close the queue and let an operator look at the disk.
+	ErrStorage = errors.New("outbox: storage error")
+
+	// ErrDropped is the reason passed to Options.OnDrop for a record removed by
+	// OverflowDropOldest to make room for a newer one.
+	ErrDropped = errors.New("outbox: dropped to make room")
+
+	// ErrExpired is the reason passed to Options.OnDrop for a PhaseQueued
+	// record whose Expires time passed before it was sent.
+	ErrExpired = errors.New("outbox: expired")
+)
+
+// CorruptRecordError reports one stored record that could not be read or
+// decoded. The record is quarantined (moved aside, kept on disk for
+// inspection), counted in Stats.Corrupt, passed to Options.OnDrop and skipped,
+// so it never blocks the records after it. errors.Is(err, ErrCorrupt) holds.
+type CorruptRecordError struct {
+	Seq uint64 // sequence of the record
+	Err error  // what failed
+}
+
+// Error implements error.
+func (e *CorruptRecordError) Error() string {
+	return fmt.Sprintf("outbox: record %d corrupt: %v", e.Seq, e.Err)
+}
+
+// Unwrap returns ErrCorrupt and the underlying cause.
+func (e *CorruptRecordError) Unwrap() []error { return []error{ErrCorrupt, e.Err} }

@@ -1,0 +1,73 @@
+package outbox
+
+import (
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// maintain runs value-log garbage collection every GCInterval and after
+// enough removals, and keeps file permissions owner-only.
+func (b *Badger) maintain() {
+	defer b.wg.Done()
+	t := time.NewTimer(b.opts.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.quit:
+			return
+		case <-t.C:
+		case <-b.gcKick:
+		}
+		b.runGC()
+		fixPerms(b.dir, b.opts.Logger)
+		t.Reset(b.opts.GCInterval)
+	}
+}
+
+// runGC rewrites value-log files that are mostly garbage, a few per round.
+func (b *Badger) runGC() {
+	if b.opts.DiskReserve > 0 {
+		// A rewrite needs room before it frees any.
+		if free, ok := diskFree(b.dir); ok && free < b.opts.DiskReserve/2 {
+			b.opts.Logger.Warn("outbox: value-log GC skipped, disk nearly full", "free", free)
+			return
+		}
+	}
+	for i := 0; i < 8; i++ {
+		select {
+		case <-b.quit:
+			return
+		default:
+		}
+		if err := b.db.RunValueLogGC(0.5); err != nil {
+			return // ErrNoRewrite: nothing worth rewriting; ErrRejected: busy
+		}
+	}
+}
+
+// fixPerms sets every file under dir that others could read to 0600, and
+// directories to 0700. Badger creates some files 0666 (less umask); the
+// directory itself is 0700, so they are unreachable by others even before
+// this runs.
+func fixPerms(dir string, log *slog.Logger) {
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil || info.Mode().Perm()&0o077 == 0 {
+			return nil
+		}
+		mode := os.FileMode(0o600)
+		if d.IsDir() {
+			mode = 0o700
+		}
+		if err := os.Chmod(path, mode); err != nil && !os.IsNotExist(err) {
+			log.Warn("outbox: cannot restrict permissions", "path", path, "err", err)
+		}
+		return nil
+	})
+}

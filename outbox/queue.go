@@ -1,0 +1,131 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Record is one message in the outbox: what a publish needs, plus the
+// in-flight state a client must persist to resume after a restart.
+type Record struct {
+	// Seq is assigned by Append: strictly increasing in append order, never
+	// reused, and never going backwards across restarts (even after the
+	// queue was emptied). Append ignores the value passed in.
+	Seq uint64
+	// Topic is stored as given; at most 65,535 bytes.
+	Topic string
+	// QoS is 0, 1 or 2.
+	QoS byte
+	// Retained is the retain flag.
+	Retained bool
+	// Payload is copied by Append; Read returns fresh copies.
+	Payload []byte
+	// Enqueued is set to the current time by Append when zero.
+	Enqueued time.Time
+	// Expires, when zero, is set by Append to Enqueued+Options.DefaultTTL if
+	// DefaultTTL > 0, else the record never expires. Only PhaseQueued records
+	// expire.
+	Expires time.Time
+	// PacketID is in-flight state written by SetState (Append ignores it).
+	PacketID uint16
+	// Phase is in-flight state written by SetState (Append ignores it and
+	// stores PhaseQueued).
+	Phase Phase
+}
+
+// Phase is the in-flight state of a record.
+type Phase uint8
+
+const (
+	// PhaseQueued: never handed to the network. The only phase that expires
+	// or that OverflowDropOldest drops.
+	PhaseQueued Phase = 0
+	// PhaseSent: handed to the network with Record.PacketID.
+	PhaseSent Phase = 1
+	// PhaseReleased: QoS 2 PUBREC received; PUBREL is due with Record.PacketID.
+	PhaseReleased Phase = 2
+)
+
+// String returns the phase name.
+func (p Phase) String() string {
+	switch p {
+	case PhaseQueued:
+		return "queued"
+	case PhaseSent:
+		return "sent"
+	case PhaseReleased:
+		return "released"
+	}
+	return fmt.Sprintf("Phase(%d)", uint8(p))
+}
+
+func (p Phase) valid() bool { return p <= PhaseReleased }
+
+// Stats is a snapshot of a Queue. Taking it costs O(1).
+type Stats struct {
+	Len      int       // records in the queue (committed, not removed)
+	Bytes    int64     // sum of the encoded sizes of those records (what MaxBytes limits)
+	InFlight int       // records whose Phase is not PhaseQueued
+	Oldest   time.Time // Enqueued of the head record; zero when empty
+	LastSeq  uint64    // highest sequence ever committed (survives restarts)
+	Pending  int       // appends accepted by the limits but not yet committed
+
+	// Counters since Open/NewMemory.
+	Appended uint64 // records appended
+	Removed  uint64 // records removed by Remove
+	Dropped  uint64 // records dropped by OverflowDropOldest
+	Expired  uint64 // PhaseQueued records that expired
+	Corrupt  uint64 // records quarantined because they could not be read
+}
+
+// Queue is the outbox contract, implemented by *Badger (durable, Open) and
+// *Memory (ephemeral, NewMemory). All methods are safe for concurrent use.
+type Queue interface {
+	// Append assigns r.Seq, stores a copy of r and returns the sequence once
+	// the record is as durable as Options.Durability promises; it is then
+	// visible to Read. Limits and the overflow policy apply here.
+	// Errors: ErrClosed, ErrFull, ErrTooLarge, ErrInvalidRecord,
+	// ErrDiskFull, and ctx.Err() while OverflowBlock waits for room (ctx is
+	// not consulted once the record is handed to the store).
+	Append(ctx context.Context, r *Record) (uint64, error)
+
+	// Read appends to buf, and returns, up to max records with Seq > after in
+	// Seq order, in any Phase. It only returns records whose Append has
+	// committed, never skipping one still committing. Expired PhaseQueued
+	// records are removed and reported (Options.OnDrop, ErrExpired) instead
+	// of returned; undecodable records are quarantined and reported
+	// (*CorruptRecordError) and skipped. Read never returns a record after
+	// Remove of it returned. Errors: ErrClosed, or a storage error.
+	Read(after uint64, max int, buf []Record) ([]Record, error)
+
+	// SetState durably records PacketID and Phase of a record, returning
+	// once durable per Options.Durability (group-committed with appends).
+	// Errors: ErrClosed, ErrNotFound, ErrInvalidRecord (bad phase),
+	// ErrDiskFull, ctx.Err() while waiting.
+	SetState(ctx context.Context, seq uint64, packetID uint16, phase Phase) error
+
+	// Remove deletes records (acknowledged ones). Unknown sequences are
+	// ignored. Stats and Read reflect it at once; the store deletes in
+	// batches shortly after, and at Close. After a crash a removed record may
+	// reappear (at-least-once), rarely. Errors: ErrClosed.
+	Remove(seqs ...uint64) error
+
+	// Wake returns a channel (capacity 1) that receives after every Append,
+	// Remove, drop or expiry that changed the queue. A reader waits on it
+	// instead of polling; one receive may stand for many changes.
+	Wake() <-chan struct{}
+
+	// Stats returns a snapshot.
+	Stats() Stats
+
+	// Close flushes pending removals, stops every goroutine the queue owns
+	// and releases the directory. Idempotent; afterwards every method
+	// returns ErrClosed.
+	Close() error
+}
+
+var (
+	_ Queue = (*Badger)(nil)
+	_ Queue = (*Memory)(nil)
+)
