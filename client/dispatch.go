@@ -52,7 +52,7 @@ type dispatcher struct {
 	appending    int                              // Publish calls inside outbox.Append
 	changed      chan struct{}                    // closed on the next ack or drop; nil when nobody waits
 	inHandled    map[uint16]bool                  // inbound QoS 2 identifiers whose handler accepted the message
-	gen          uint64 // connection generation: incremented at every dial
+	gen          uint64                           // connection generation: incremented at every dial
 	stateErr     error
 	stateErrSeen atomic.Bool
 }
