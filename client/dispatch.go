@@ -368,6 +368,12 @@ func (c *Client) sendOn(ctx context.Context, s *session) {
 				}
 			}
 			if !c.send(s, r) {
+				// paho refused: the connection is going down. Wait for the
+				// loss to be reported rather than spin on it.
+				select {
+				case <-s.Done():
+				case <-ctx.Done():
+				}
 				return
 			}
 		}

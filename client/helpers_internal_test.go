@@ -1,0 +1,50 @@
+package client
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/holdfast-mqtt/holdfast/outbox"
+)
+
+const phaseReleased = outbox.PhaseReleased
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func newTestQueue(t *testing.T) outbox.Queue {
+	t.Helper()
+	q, err := outbox.Open(t.TempDir(), outbox.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	return q
+}
+
+func appendRecord(t *testing.T, q outbox.Queue, qos byte) uint64 {
+	t.Helper()
+	seq, err := q.Append(context.Background(), &outbox.Record{Topic: "t", QoS: qos, Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}
+
+type recordAt struct{ seq uint64 }
+
+func (r recordAt) record() *outbox.Record { return &outbox.Record{Seq: r.seq, QoS: 2} }
+
+type fakeConn struct{ w io.Writer }
+
+func (f fakeConn) Write(b []byte) (int, error)     { return f.w.Write(b) }
+func (fakeConn) Read([]byte) (int, error)          { return 0, io.EOF }
+func (fakeConn) Close() error                      { return nil }
+func (fakeConn) LocalAddr() net.Addr               { return nil }
+func (fakeConn) RemoteAddr() net.Addr              { return nil }
+func (fakeConn) SetDeadline(t time.Time) error     { return nil }
+func (fakeConn) SetReadDeadline(t time.Time) error { return nil }
+func (fakeConn) SetWriteDeadline(time.Time) error  { return nil }

@@ -1,0 +1,71 @@
+package client
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+func TestPublishIDParsesPahoPackets(t *testing.T) {
+	for _, tc := range []struct {
+		topic string
+		size  int
+		id    uint16
+	}{
+		{"a", 0, 1},
+		{"sensors/1/temp", 100, 513},
+		{string(bytes.Repeat([]byte("t"), 300)), 20000, 65535}, // multi-byte remaining length
+		{"x", 3_000_000, 42},
+	} {
+		p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+		p.TopicName, p.Qos, p.MessageID, p.Payload = tc.topic, 1, tc.id, make([]byte, tc.size)
+		var buf bytes.Buffer
+		if err := p.Write(&buf); err != nil {
+			t.Fatal(err)
+		}
+		id, ok := publishID(buf.Bytes())
+		if !ok || id != tc.id {
+			t.Errorf("topic %d bytes, payload %d: id %d ok %v, want %d", len(tc.topic), tc.size, id, ok, tc.id)
+		}
+	}
+	if _, ok := publishID([]byte{0x32, 0x05, 0x00}); ok {
+		t.Error("truncated packet parsed")
+	}
+}
+
+// TestWireDropsStalePublishAndRecordsPubrel drives wireConn as paho would.
+func TestWireDropsStalePublishAndRecordsPubrel(t *testing.T) {
+	q := newTestQueue(t)
+	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	seq := appendRecord(t, q, 2)
+	var sink bytes.Buffer
+	old := &wireConn{Conn: fakeConn{&sink}, d: d, gen: d.dialed()}
+	pub := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	pub.TopicName, pub.Qos, pub.MessageID, pub.Payload = "t", 2, 7, []byte("x")
+	d.pending = recordAt{seq}.record()
+	d.Put("o.7", pub)
+	fresh := &wireConn{Conn: fakeConn{&sink}, d: d, gen: d.dialed()}
+	var b bytes.Buffer
+	_ = pub.Write(&b)
+	if n, err := fresh.Write(b.Bytes()); err != nil || n != b.Len() || sink.Len() != 0 {
+		t.Fatalf("a first send meant for an earlier connection was written: n=%d err=%v wrote=%d", n, err, sink.Len())
+	}
+	if _, err := old.Write(b.Bytes()); err != nil || sink.Len() != b.Len() {
+		t.Fatalf("a first send on its own connection was not written")
+	}
+	rel := packets.NewControlPacket(packets.Pubrel).(*packets.PubrelPacket)
+	rel.MessageID = 7
+	var rb bytes.Buffer
+	_ = rel.Write(&rb)
+	if _, err := fresh.Write(rb.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := q.Read(0, 1, nil)
+	if err != nil || len(recs) != 1 || recs[0].Seq != seq || recs[0].PacketID != 7 || recs[0].Phase != phaseReleased {
+		t.Fatalf("after PUBREL the record is %+v (err %v), want id 7 released", recs, err)
+	}
+	if _, ok := d.Get("o.7").(*packets.PubrelPacket); !ok {
+		t.Fatalf("resume would send %v, want a PUBREL", d.Get("o.7"))
+	}
+}
