@@ -156,7 +156,9 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.SetConnectRetry(false)
 	o.SetStore(c.d)
 	o.SetKeepAlive(cfg.KeepAlive)
-	o.SetPingTimeout(cfg.KeepAlive / 2) // a black hole is noticed after about 1.5x KeepAlive
+	// paho checks every KeepAlive/4 and pings after KeepAlive of silence: a
+	// ping timeout of KeepAlive/4 notices a black hole after about 1.5x.
+	o.SetPingTimeout(cfg.KeepAlive / 4)
 	o.SetConnectTimeout(cfg.ConnectTimeout)
 	o.SetWriteTimeout(cfg.WriteTimeout)
 	o.SetMaxResumePubInFlight(cfg.MaxInflight)

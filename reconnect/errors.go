@@ -41,7 +41,7 @@ type PermanentError struct {
 	Err error
 }
 
-// Error returns the text of the wrapped error.
+// Error returns "permanent: " and the text of the wrapped error.
 func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
 
 // Unwrap returns the wrapped error.

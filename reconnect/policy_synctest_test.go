@@ -33,6 +33,19 @@ func startSup(t *testing.T, d *fakeDialer, r *recorder, p reconnect.Policy, brok
 	return s
 }
 
+// mustAwait waits (in fake time, so a broken supervisor fails instead of
+// spinning forever) for the supervisor to connect.
+func mustAwait(t *testing.T, s *reconnect.Supervisor) reconnect.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 24*time.Hour)
+	defer cancel()
+	c, err := s.AwaitConnected(ctx)
+	if err != nil {
+		t.Fatalf("AwaitConnected: %v (state %v)", err, s.State())
+	}
+	return c
+}
+
 func TestPolicyDelaySequenceWithoutJitter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		d := &fakeDialer{script: alwaysFail}
@@ -158,9 +171,7 @@ func TestPolicyResetAfterStablePeriod(t *testing.T) {
 			InitialInterval: 100 * ms, MaxInterval: 10 * time.Second, Multiplier: 2,
 			Jitter: reconnect.NoJitter, StableAfter: time.Second,
 		})
-		if _, err := s.AwaitConnected(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		mustAwait(t, s)
 		time.Sleep(10 * time.Second)
 		synctest.Wait()
 		if d.count() != 8 || s.State() != reconnect.Connected {
@@ -203,9 +214,7 @@ func TestPolicyStableResetStillJitters(t *testing.T) {
 			d := &fakeDialer{}
 			r := &recorder{}
 			s := startSup(t, d, r, reconnect.Policy{InitialInterval: time.Second, StableAfter: time.Second})
-			if _, err := s.AwaitConnected(context.Background()); err != nil {
-				t.Fatal(err)
-			}
+			mustAwait(t, s)
 			time.Sleep(time.Hour)
 			d.lastConn().lose(nil)
 			synctest.Wait()

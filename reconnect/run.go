@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // run is the supervisor goroutine: the only place that decides when to
@@ -47,13 +49,13 @@ func (s *Supervisor) run() {
 			idx = (idx + 1) % n
 			if !permanent {
 				refused = 0
-				delay = bo.NextBackOff()
+				delay = s.next(bo)
 			} else {
 				refused++
 				switch {
 				case refused < n:
 					// Another broker may still accept: fail over at the normal pace.
-					delay = bo.NextBackOff()
+					delay = s.next(bo)
 				case p.OnPermanent == SlowOnPermanent:
 					delay = jitter(p.PermanentInterval, p.Jitter)
 				default:
@@ -88,7 +90,7 @@ func (s *Supervisor) run() {
 		if uptime >= p.StableAfter {
 			bo.Reset() // stable: the first reconnect waits about InitialInterval
 		}
-		delay = bo.NextBackOff()
+		delay = s.next(bo)
 		attempt = 0
 		s.drainKick() // a RetryNow while connected is stale
 		s.count(func(st *Stats) { st.Losses++ })
@@ -114,6 +116,17 @@ func (s *Supervisor) attempt(broker string) (Conn, error) {
 		err = ErrNoConn
 	}
 	return conn, err
+}
+
+// next returns the backoff's next delay. backoff.Stop cannot come from a
+// policy built by NewBackOff (MaxElapsedTime is 0); it is mapped to
+// MaxInterval rather than let a negative delay spin the loop.
+func (s *Supervisor) next(bo backoff.BackOff) time.Duration {
+	d := bo.NextBackOff()
+	if d == backoff.Stop || d < 0 {
+		return s.cfg.Policy.MaxInterval
+	}
+	return d
 }
 
 // isPermanent applies the package classifier and the configured one.

@@ -47,9 +47,9 @@ func TestSupervisorEventsCarryCauses(t *testing.T) {
 		}
 		r := &recorder{}
 		s := startSup(t, d, r, reconnect.Policy{InitialInterval: 100 * time.Millisecond, Jitter: reconnect.NoJitter})
-		conn, err := s.AwaitConnected(context.Background())
-		if err != nil || conn != d.lastConn() {
-			t.Fatalf("AwaitConnected: %v %v", conn, err)
+		conn := mustAwait(t, s)
+		if conn != d.lastConn() {
+			t.Fatalf("AwaitConnected: %v", conn)
 		}
 		if b, c := s.Current(); b != "tcp://a:1883" || c != conn {
 			t.Fatalf("Current: %q %v", b, c)
@@ -60,8 +60,8 @@ func TestSupervisorEventsCarryCauses(t *testing.T) {
 		if b, c := s.Current(); c != nil || b != "tcp://a:1883" {
 			t.Fatalf("Current after loss: %q %v", b, c)
 		}
-		if conn2, err := s.AwaitConnected(context.Background()); err != nil || conn2 == conn {
-			t.Fatalf("AwaitConnected after loss: %v %v", conn2, err)
+		if conn2 := mustAwait(t, s); conn2 == conn {
+			t.Fatalf("AwaitConnected after loss returned the lost Conn")
 		}
 		_ = s.Close()
 
@@ -115,9 +115,7 @@ func TestSupervisorLossWithoutErr(t *testing.T) {
 		d := &fakeDialer{}
 		r := &recorder{}
 		s := startSup(t, d, r, reconnect.Policy{})
-		if _, err := s.AwaitConnected(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		mustAwait(t, s)
 		d.lastConn().lose(nil)
 		synctest.Wait()
 		ev := r.of(reconnect.Disconnected)
@@ -162,7 +160,9 @@ func TestSupervisorAwaitConnected(t *testing.T) {
 		results := make(chan res, 3)
 		for range 3 {
 			go func() {
-				c, err := s.AwaitConnected(context.Background())
+				ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+				defer cancel()
+				c, err := s.AwaitConnected(ctx)
 				if err != nil {
 					t.Error(err)
 				}
@@ -272,9 +272,7 @@ func TestSupervisorPermanentStops(t *testing.T) {
 		// Credentials fixed: RetryNow connects.
 		d.setScript(nil)
 		s.RetryNow()
-		if _, err := s.AwaitConnected(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		mustAwait(t, s)
 		if st := s.Stats(); st.Permanent != 2 || st.Connects != 1 {
 			t.Fatalf("stats %+v", st)
 		}
@@ -391,9 +389,7 @@ func TestSupervisorFailover(t *testing.T) {
 		}
 		r := &recorder{}
 		s := startSup(t, d, r, reconnect.Policy{InitialInterval: 10 * time.Millisecond}, "tcp://a", "tcp://b", "tcp://c")
-		if _, err := s.AwaitConnected(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		mustAwait(t, s)
 		if b, _ := s.Current(); b != "tcp://c" {
 			t.Fatalf("current %q", b)
 		}
@@ -438,9 +434,7 @@ func TestSupervisorPermanentOnOneBrokerFailsOver(t *testing.T) {
 		}
 		r := &recorder{}
 		s := startSup(t, d, r, reconnect.Policy{InitialInterval: 10 * time.Millisecond}, "tcp://a", "tcp://b")
-		if _, err := s.AwaitConnected(context.Background()); err != nil {
-			t.Fatalf("a refusing must not stop the supervisor while b accepts: %v", err)
-		}
+		mustAwait(t, s)
 		// Now b refuses too: b, then a, refuse permanently in a row: stop.
 		bOK.Store(false)
 		d.lastConn().lose(io.EOF)
@@ -499,9 +493,7 @@ func TestSupervisorRetryNowWhileConnectedIsStale(t *testing.T) {
 		d := &fakeDialer{}
 		r := &recorder{}
 		s := startSup(t, d, r, reconnect.Policy{InitialInterval: time.Minute, Jitter: reconnect.NoJitter})
-		if _, err := s.AwaitConnected(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		mustAwait(t, s)
 		s.RetryNow() // nothing to cut short
 		d.lastConn().lose(io.EOF)
 		synctest.Wait()
@@ -541,9 +533,7 @@ func TestSupervisorConcurrentClose(t *testing.T) {
 		d := &fakeDialer{}
 		r := &recorder{}
 		s := startSup(t, d, r, reconnect.Policy{})
-		if _, err := s.AwaitConnected(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		mustAwait(t, s)
 		done := make(chan struct{})
 		for range 4 {
 			go func() {
@@ -599,9 +589,7 @@ func TestSupervisorNoLockstep(t *testing.T) {
 				d := &fakeDialer{}
 				dialers = append(dialers, d)
 				s := startSup(t, d, &recorder{}, reconnect.Policy{InitialInterval: time.Second, Jitter: jitter})
-				if _, err := s.AwaitConnected(context.Background()); err != nil {
-					t.Fatal(err)
-				}
+				mustAwait(t, s)
 			}
 			time.Sleep(time.Minute) // stable
 			cut := time.Now()
