@@ -111,8 +111,10 @@ func (c *Client) openOutbox() error {
 		DefaultTTL:    c.cfg.TTL,
 		Overflow:      c.cfg.Overflow,
 		EncryptionKey: c.cfg.EncryptionKey,
-		OnDrop:        c.onDrop,
-		Logger:        c.cfg.Logger,
+		// Room for the largest payload with the largest topic.
+		MaxRecordBytes: min(c.cfg.MaxPayload+65535+64, 256<<20),
+		OnDrop:         c.onDrop,
+		Logger:         c.cfg.Logger,
 	}
 	var err error
 	if c.cfg.OutboxDir == "" {

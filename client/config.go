@@ -114,8 +114,9 @@ type Config struct {
 	// the outbox like any message, to be sent once connected.
 	QoS0 QoS0Policy
 
-	// MaxPayload bounds the payload of one message. Default 256 MiB - 1,
-	// the MQTT limit (minus topic and header).
+	// MaxPayload bounds the payload of one message. Default 4 MiB; at most
+	// the MQTT limit of 256 MiB less the topic and header. The outbox is
+	// sized for it.
 	MaxPayload int
 
 	// Logger receives structured logs. Nil discards them. Payloads and
@@ -178,6 +179,7 @@ const (
 	defaultMaxInflight     = 512
 	defaultMaxInflightQoS2 = 20
 	maxPacketPayload       = 268435455
+	defaultMaxPayload      = 4 << 20
 )
 
 // validate copies defaults into c and returns an error wrapping
@@ -250,7 +252,10 @@ func (c *Config) validate() error {
 	if c.MaxInflightQoS2 > c.MaxInflight {
 		c.MaxInflightQoS2 = c.MaxInflight
 	}
-	if c.MaxPayload == 0 || c.MaxPayload > maxPacketPayload {
+	if c.MaxPayload == 0 {
+		c.MaxPayload = defaultMaxPayload
+	}
+	if c.MaxPayload > maxPacketPayload {
 		c.MaxPayload = maxPacketPayload
 	}
 	if c.Logger == nil {
