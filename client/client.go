@@ -60,6 +60,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, subs: map[string]Subscription{}}
 	if err := c.openOutbox(); err != nil {
+		if errors.Is(err, outbox.ErrInvalidOptions) {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
 		return nil, err
 	}
 	c.d = newDispatcher(c.q, &c.cfg, &c.stats)

@@ -114,9 +114,10 @@ type Config struct {
 	// the outbox like any message, to be sent once connected.
 	QoS0 QoS0Policy
 
-	// MaxPayload bounds the payload of one message. Default 4 MiB; at most
+	// MaxPayload bounds the payload of one message. Default 1 MiB; at most
 	// the MQTT limit of 256 MiB less the topic and header. The outbox is
-	// sized for it.
+	// sized for it (the device profile holds records up to 4 MiB: larger
+	// values need outbox.ProfileServer).
 	MaxPayload int
 
 	// Logger receives structured logs. Nil discards them. Payloads and
@@ -179,7 +180,7 @@ const (
 	defaultMaxInflight     = 512
 	defaultMaxInflightQoS2 = 20
 	maxPacketPayload       = 268435455
-	defaultMaxPayload      = 4 << 20
+	defaultMaxPayload      = 1 << 20
 )
 
 // validate copies defaults into c and returns an error wrapping
