@@ -359,6 +359,7 @@ type Stats struct {
 	Accepted    uint64        // Publish calls that returned nil (QoS 1/2 and queued QoS 0)
 	Sent        uint64        // messages handed to the network (first sends)
 	Resent      uint64        // PUBLISH packets written again with DUP (resume)
+	Suppressed  uint64        // stale PUBLISH copies paho tried to write again, dropped (see dispatcher.stale)
 	Acked       uint64        // PUBACK/PUBCOMP received
 	Dropped     uint64        // dropped by the overflow policy
 	Expired     uint64        // dropped by their TTL
@@ -381,6 +382,7 @@ func (c *Client) Stats() Stats {
 		Accepted:    c.stats.accepted.Load(),
 		Sent:        c.stats.sent.Load(),
 		Resent:      c.stats.resent.Load(),
+		Suppressed:  c.stats.suppressed.Load(),
 		Acked:       c.stats.acked.Load(),
 		Dropped:     c.stats.dropped.Load(),
 		Expired:     c.stats.expired.Load(),

@@ -58,7 +58,7 @@ type dispatcher struct {
 }
 
 type counters struct {
-	accepted, sent, acked, dropped, expired, connects, reconnects, resent atomic.Uint64
+	accepted, sent, acked, dropped, expired, connects, reconnects, resent, suppressed atomic.Uint64
 }
 
 func newDispatcher(q outbox.Queue, cfg *Config, st *counters) *dispatcher {
@@ -201,11 +201,19 @@ func (d *dispatcher) dialed() uint64 {
 // next connection, possibly before the resume of older messages: it must
 // not go out, or it would overtake them. paho's resume sends the message
 // again, with DUP, in its place.
-func (d *dispatcher) stale(id uint16, gen uint64) bool {
+func (d *dispatcher) stale(id uint16, gen uint64, dup bool) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	f := d.flights[id]
-	return f == nil || f.gen != gen
+	switch {
+	case f == nil:
+		return true // acknowledged already: any copy would be a new message to the broker
+	case f.phase == outbox.PhaseReleased:
+		return true // the broker has it; only the PUBREL may go
+	case dup:
+		return false // paho's resume: the one resend of this connection
+	}
+	return f.gen != gen
 }
 
 // released records that the PUBREL of a QoS 2 message is about to be

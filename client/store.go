@@ -92,7 +92,12 @@ func (d *dispatcher) Get(key string) packets.ControlPacket {
 				rel.MessageID = id
 				return rel
 			}
-			return f.pkt
+			// A copy: paho's resume sets DUP on what Get returns, and the
+			// original may still sit in paho's outbound queue from before the
+			// reconnect. Keeping the original without DUP lets wireConn tell
+			// that leftover from the resend and drop it.
+			cp := *f.pkt
+			return &cp
 		}
 	}
 	return d.other[key]

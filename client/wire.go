@@ -38,10 +38,17 @@ func (w *wireConn) Write(b []byte) (int, error) {
 			return 0, fmt.Errorf("holdfast: recording PUBREL %d: %w", id, err)
 		}
 	} else if len(b) > 0 && b[0]>>4 == ptypePublish && b[0]&0x06 != 0 {
-		if b[0]&0x08 != 0 {
+		dup := b[0]&0x08 != 0
+		if id, ok := publishID(b); ok && w.d.stale(id, w.gen, dup) {
+			// A leftover: a first send queued in paho before the reconnect
+			// (paho's resume resends it with DUP, in order), or a copy of a
+			// message the broker already has. Writing it would reorder or
+			// duplicate; it is dropped, which paho cannot tell from a write.
+			w.d.stats.suppressed.Add(1)
+			return len(b), nil
+		}
+		if dup {
 			w.d.stats.resent.Add(1)
-		} else if id, ok := publishID(b); ok && w.d.stale(id, w.gen) {
-			return len(b), nil // a leftover of an earlier connection; resent with DUP by the resume
 		}
 	}
 	return w.Conn.Write(b)

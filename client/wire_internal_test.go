@@ -69,3 +69,40 @@ func TestWireDropsStalePublishAndRecordsPubrel(t *testing.T) {
 		t.Fatalf("resume would send %v, want a PUBREL", d.Get("o.7"))
 	}
 }
+
+// TestResumeGetsACopy checks the trap the chaos test found: paho's resume
+// sets DUP on the packet Get returns, while the original may still wait in
+// paho's queue from before the reconnect. The original must keep DUP off so
+// that wireConn recognises and drops it, and no copy may follow the PUBREL.
+func TestResumeGetsACopy(t *testing.T) {
+	q := newTestQueue(t)
+	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	seq := appendRecord(t, q, 2)
+	gen := d.dialed()
+	pub := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+	pub.TopicName, pub.Qos, pub.MessageID, pub.Payload = "t", 2, 9, []byte("x")
+	d.pending = recordAt{seq}.record()
+	d.Put("o.9", pub)
+	next := d.dialed()
+	got, ok := d.Get("o.9").(*packets.PublishPacket)
+	if !ok || got == pub {
+		t.Fatalf("Get returned the original packet")
+	}
+	got.Dup = true // as resume does
+	if pub.Dup {
+		t.Fatal("resume's DUP reached the original")
+	}
+	if !d.stale(9, next, false) || d.stale(9, next, true) || d.stale(9, gen, false) {
+		t.Fatal("leftover not told apart from the resend")
+	}
+	if err := d.released(9); err != nil {
+		t.Fatal(err)
+	}
+	if !d.stale(9, next, true) {
+		t.Fatal("a PUBLISH copy after the PUBREL was not dropped")
+	}
+	d.Del("o.9")
+	if !d.stale(9, next, true) || !d.stale(9, next, false) {
+		t.Fatal("a PUBLISH copy after the PUBCOMP was not dropped")
+	}
+}
