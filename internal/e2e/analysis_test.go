@@ -27,6 +27,10 @@ type LaneResult struct {
 
 	Lost     int      `json:"lost"` // accepted, never arrived
 	LostSeqs []uint64 `json:"lost_seqs,omitempty"`
+	// LostBeforeExtraRun, set only when the lane had an extra run (bare
+	// paho), is what was lost after the final run had drained, before one
+	// more run on the same store sent what the earlier runs left in it.
+	LostBeforeExtraRun *int `json:"lost_before_extra_run,omitempty"`
 
 	// Reordered counts accepted numbers whose first arrival came after the
 	// first arrival of a higher number.
@@ -41,6 +45,11 @@ type LaneResult struct {
 	AllowedDuplicates    int      `json:"allowed_duplicates"`
 	UnexpectedDuplicates int      `json:"unexpected_duplicates"`
 	UnexpectedDupSeqs    []uint64 `json:"unexpected_duplicate_seqs,omitempty"`
+
+	// LateResends (QoS 2 lanes) counts, in the broker's log, PUBLISH
+	// packets with DUP for an identifier whose exchange had completed on the
+	// same connection: each is a duplicate made by the publisher.
+	LateResends int `json:"broker_late_resends"`
 
 	Unaccepted     int      `json:"unaccepted"` // arrived, never printed as accepted
 	UnacceptedSeqs []uint64 `json:"unaccepted_seqs,omitempty"`

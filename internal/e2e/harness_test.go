@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,6 +70,26 @@ func TestScheduleDeterministicAndComplete(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Every seed must give the minimum faults: the chaos tests take their seed
+// from the clock.
+func TestScheduleMinimumsForAnySeed(t *testing.T) {
+	p := defaultParams(defaultChaos, 2)
+	for seed := range uint64(2000) {
+		n := countKinds(NewSchedule(seed, p))
+		if n[EvRestart] != p.MinRestarts || n[EvOutage] < p.MinOutages || n[EvBlackholeStart] < p.MinBlackholes ||
+			n[EvCut] < 5 || n[EvKill] < 2*p.MinKills {
+			t.Fatalf("seed %d: %v", seed, n)
+		}
+	}
+}
+
+func TestRanges(t *testing.T) {
+	got := ranges([]uint64{9, 3, 4, 5, 7, 4, 10})
+	if want := [][2]uint64{{3, 5}, {7, 7}, {9, 10}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("ranges = %v, want %v", got, want)
 	}
 }
 
@@ -190,5 +211,31 @@ func TestParseSeq(t *testing.T) {
 		if _, err := parseSeq([]byte(in)); err == nil {
 			t.Errorf("parseSeq(%q): no error", in)
 		}
+	}
+}
+
+func TestLateQoS2Resends(t *testing.T) {
+	log := strings.Join([]string{
+		"T: mosquitto version 2.0.11 starting",
+		"T: Received PUBLISH from c (d0, q2, r0, m7, 't', ... (64 bytes))",
+		"T: Sending PUBREC to c (m7, rc0)",
+		"T: Received PUBLISH from c (d1, q2, r0, m7, 't', ... (64 bytes))", // PUBREC lost: fine
+		"T: Received PUBREL from c (Mid: 7)",
+		"T: Sending PUBCOMP to c (m7)",
+		"T: Received PUBLISH from c (d1, q1, r0, m8, 't', ... (64 bytes))",
+		"T: Received PUBLISH from c (d1, q2, r0, m7, 't', ... (64 bytes))", // late: a new message
+		"T: Sending PUBCOMP to other (m9)",
+		"T: Received PUBLISH from c (d1, q2, r0, m9, 't', ... (64 bytes))", // another client's 9
+		"T: Received PUBLISH from c (d0, q2, r0, m17, 't', ... (64 bytes))",
+		"T: Sending PUBCOMP to c (m17)",
+		"T: New client connected from 127.0.0.1:1 as c (p2, c0, k2).",
+		"T: Received PUBLISH from c (d1, q2, r0, m17, 't', ... (64 bytes))", // a new connection: ambiguous
+	}, "\n")
+	got := lateQoS2Resends(log, "c")
+	if len(got) != 1 || got[0].Line != 8 {
+		t.Fatalf("lateQoS2Resends = %+v, want line 8 only", got)
+	}
+	if d := describeLateResends(log, "c", got); !strings.Contains(d, "line 8") || !strings.Contains(d, "6: T: Sending PUBCOMP to c (m7)") {
+		t.Errorf("description:\n%s", d)
 	}
 }

@@ -128,6 +128,19 @@ func (l *Lane) Restart(t testing.TB) {
 // goroutine that owns the lane, but not necessarily the test goroutine.
 func (l *Lane) Finish(count uint64, timeout time.Duration) error {
 	l.end(syscall.SIGTERM, endStopped, stopTimeout)
+	return l.runToEnd("final", count, timeout)
+}
+
+// ExtraRun runs one more instance after Finish, on the same directory: it
+// publishes count messages, and its connection sends whatever the previous
+// runs left behind. It waits like Finish.
+func (l *Lane) ExtraRun(count uint64, timeout time.Duration) error {
+	return l.runToEnd("extra", count, timeout)
+}
+
+// runToEnd starts a run of count messages after the last printed and waits
+// up to timeout for it to print "drained" and exit 0.
+func (l *Lane) runToEnd(what string, count uint64, timeout time.Duration) error {
 	if err := l.start(l.next(), count); err != nil {
 		return err
 	}
@@ -138,7 +151,7 @@ func (l *Lane) Finish(count uint64, timeout time.Duration) error {
 	case <-p.done:
 	case <-timer.C:
 		l.end(syscall.SIGKILL, endNotDrained, 0)
-		return fmt.Errorf("lane %s: final run did not exit within %v (stderr %s)", l.cfg.Name, timeout, p.run.Stderr)
+		return fmt.Errorf("lane %s: %s run did not exit within %v (stderr %s)", l.cfg.Name, what, timeout, p.run.Stderr)
 	}
 	l.end(0, endExited, 0) // reaps and classifies
 	l.mu.Lock()
@@ -148,9 +161,9 @@ func (l *Lane) Finish(count uint64, timeout time.Duration) error {
 	case r.End == endDrained:
 		return nil
 	case !r.Drained:
-		return fmt.Errorf("lane %s: final run exited (%s) without printing \"drained\" (stderr %s)", l.cfg.Name, r.ExitErr, r.Stderr)
+		return fmt.Errorf("lane %s: %s run exited (%s) without printing \"drained\" (stderr %s)", l.cfg.Name, what, r.ExitErr, r.Stderr)
 	default:
-		return fmt.Errorf("lane %s: final run printed \"drained\" but exited with %s (stderr %s)", l.cfg.Name, r.ExitErr, r.Stderr)
+		return fmt.Errorf("lane %s: %s run printed \"drained\" but exited with %s (stderr %s)", l.cfg.Name, what, r.ExitErr, r.Stderr)
 	}
 }
 

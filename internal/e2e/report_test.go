@@ -57,6 +57,14 @@ func (r *Report) summary() string {
 			l.Lane, l.QoS, l.Runs, l.Kills, l.Accepted, l.Received, l.Delivered, l.Lost, l.Reordered,
 			l.Duplicates, l.AllowedDuplicates, l.UnexpectedDuplicates, l.Unaccepted)
 	}
+	for _, l := range r.Lanes {
+		if l.LateResends > 0 {
+			fmt.Fprintf(&b, "lane %s: the broker's log shows %d QoS 2 resends after a completed exchange on the same connection\n", l.Lane, l.LateResends)
+		}
+		if l.LostBeforeExtraRun != nil {
+			fmt.Fprintf(&b, "lane %s: %d lost once the final run had drained; %d still lost after an extra run on the same store\n", l.Lane, *l.LostBeforeExtraRun, l.Lost)
+		}
+	}
 	fmt.Fprintf(&b, "subscriber: %d QoS 2 redeliveries skipped, %d connections lost", r.Subscriber.SkippedRedeliveries, r.Subscriber.ConnectionsLost)
 	return b.String()
 }

@@ -73,7 +73,11 @@ func (e Event) String() string {
 	case EvOutage, EvBlackholeStart:
 		s += fmt.Sprintf(" %v", e.Dur.Round(time.Millisecond))
 	case EvKill, EvExit:
-		s += fmt.Sprintf(" lane %d", e.Lane)
+		if e.Lane < len(laneSpecs) {
+			s += " " + laneSpecs[e.Lane].name
+		} else {
+			s += fmt.Sprintf(" lane %d", e.Lane)
+		}
 	}
 	return s
 }

@@ -5,8 +5,8 @@
 // paho v1.5.1 hands an inbound QoS 2 duplicate PUBLISH (one that arrives
 // again before the PUBREL) to the handler twice, and its resume() deletes
 // stored inbound PUBLISH entries. Subscriber therefore keeps its own
-// record: a PUBLISH without the DUP flag starts a new message under its
-// packet identifier, and a QoS 2 message whose identifier was already
+// record: a PUBLISH without the DUP flag, or a PUBREL, ends what is known
+// of a packet identifier, and a QoS 2 message whose identifier was already
 // handled is acknowledged without being recorded again. Nothing else is
 // deduplicated, so duplicates produced by a publisher stay visible.
 package testsub
@@ -172,12 +172,26 @@ type dedupStore struct {
 }
 
 func (d *dedupStore) Put(key string, m packets.ControlPacket) {
-	if p, ok := m.(*packets.PublishPacket); ok && strings.HasPrefix(key, "i.") && !p.Dup {
-		d.s.mu.Lock()
-		delete(d.s.handled, p.MessageID)
-		d.s.mu.Unlock()
+	if strings.HasPrefix(key, "i.") {
+		switch p := m.(type) {
+		case *packets.PublishPacket:
+			if !p.Dup {
+				d.s.forget(p.MessageID)
+			}
+		case *packets.PubrelPacket:
+			// The exchange is over: the broker never resends this PUBLISH,
+			// and the next one under the identifier (even with DUP, if its
+			// first copy was lost) is a new message.
+			d.s.forget(p.MessageID)
+		}
 	}
 	d.Store.Put(key, m)
+}
+
+func (s *Subscriber) forget(id uint16) {
+	s.mu.Lock()
+	delete(s.handled, id)
+	s.mu.Unlock()
 }
 
 // Report summarises one topic's arrivals against the accepted sequence

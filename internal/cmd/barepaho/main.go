@@ -14,7 +14,11 @@
 // It prints "accepted N" on its own line for each message once Publish
 // returned a token that did not fail at once (the token may still be
 // pending: this is what a paho user sees), then "drained" once every token
-// has completed, and exits 0. A Publish that fails at once (for example
+// has completed, and exits 0. In paho a completed token does not mean the
+// broker acknowledged the message: resume() completes the tokens of stored
+// messages when it queues them again after a reconnect. What is still in the
+// FileStore at exit is sent by the next run with the same -store and
+// -client-id, if there is one. A Publish that fails at once (for example
 // "not connected") is retried with the same N after a short pause; it is not
 // printed until it is accepted. SIGINT or SIGTERM stops it cleanly with exit
 // status 0. Flags are those of examples/telemetry, with -store naming the
