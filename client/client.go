@@ -45,6 +45,8 @@ type Client struct {
 	ctx       context.Context // cancelled by Close; owns the dispatcher
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	stopState context.CancelFunc // stops the state persister, after paho
+	stateWG   sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -92,6 +94,13 @@ func New(cfg Config) (*Client, error) {
 		c.paho.AddRoute(s.Filter, c.route(s))
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	pctx, stopState := context.WithCancel(context.Background())
+	c.stopState = stopState
+	c.stateWG.Add(1)
+	go func() {
+		defer c.stateWG.Done()
+		c.d.persist.run(pctx)
+	}()
 	c.sup.Start()
 	c.wg.Add(1)
 	go func() {
@@ -340,7 +349,10 @@ func (c *Client) close(ctx context.Context) error {
 	c.d.broadcastLocked()
 	c.d.mu.Unlock()
 	left := c.q.Stats().Len
-	// 6. Storage last.
+	// 6. The state persister, which paho's writes may have waited on.
+	c.stopState()
+	c.stateWG.Wait()
+	// 7. Storage last.
 	errs := []error{c.closeOutbox()}
 	if flushErr != nil || left > 0 {
 		errs = append(errs, fmt.Errorf("%w: %d messages remain (%v)", ErrNotDrained, left, flushErr))

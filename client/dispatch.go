@@ -21,8 +21,10 @@ type flight struct {
 	qos     byte
 	phase   outbox.Phase // PhaseSent, or PhaseReleased once the PUBREL is due
 	pkt     *packets.PublishPacket
-	claimed bool   // paho's identifier table holds id (false for a PUBREL replayed after a restart)
-	gen     uint64 // the connection the first send was meant for
+	claimed bool        // paho's identifier table holds id (false for a PUBREL replayed after a restart)
+	gen     uint64      // the connection the first send was meant for
+	batch   *stateBatch // durability of the latest QoS 2 state; nil once known durable
+	relSent bool        // QoS 2: a PUBREL was written (the broker may forward it now)
 }
 
 // dispatcher moves records from the outbox to paho in order, within the
@@ -30,6 +32,7 @@ type flight struct {
 // is also paho's Store (store.go).
 type dispatcher struct {
 	q       outbox.Queue
+	persist *persister
 	log     *slog.Logger
 	hooks   Hooks
 	stats   *counters
@@ -44,7 +47,7 @@ type dispatcher struct {
 	pending      *outbox.Record                   // the record inside paho.Publish right now
 	inflight     int                              // len(flights)
 	inflightQoS2 int                              // QoS 2 flights
-	unreleased   int                              // QoS 2 flights still in PhaseSent (PUBREL not written)
+	unreleased   int                              // QoS 2 flights whose PUBREL was not written yet
 	unclaimed    int                              // flights whose identifier paho does not hold
 	cursor       uint64                           // highest seq handed to paho (or resumed from disk)
 	receipts     map[uint64]weak.Pointer[Receipt] // receipts the caller still holds
@@ -53,8 +56,6 @@ type dispatcher struct {
 	changed      chan struct{}                    // closed on the next ack or drop; nil when nobody waits
 	inHandled    map[uint16]bool                  // inbound QoS 2 identifiers whose handler accepted the message
 	gen          uint64                           // connection generation: incremented at every dial
-	stateErr     error
-	stateErrSeen atomic.Bool
 }
 
 type counters struct {
@@ -64,6 +65,7 @@ type counters struct {
 func newDispatcher(q outbox.Queue, cfg *Config, st *counters) *dispatcher {
 	return &dispatcher{
 		q:         q,
+		persist:   newPersister(q),
 		log:       cfg.Logger,
 		hooks:     cfg.Hooks,
 		stats:     st,
@@ -109,6 +111,8 @@ func (d *dispatcher) addFlight(f *flight) {
 		d.inflightQoS2++
 		if f.phase == outbox.PhaseSent {
 			d.unreleased++
+		} else {
+			f.relSent = true // loaded after a restart: the PUBREL goes first on connect
 		}
 	}
 	if !f.claimed {
@@ -127,7 +131,7 @@ func (d *dispatcher) ackLocked(f *flight) {
 	d.inflight--
 	if f.qos == 2 {
 		d.inflightQoS2--
-		if f.phase == outbox.PhaseSent {
+		if !f.relSent {
 			d.unreleased--
 		}
 	}
@@ -195,50 +199,95 @@ func (d *dispatcher) dialed() uint64 {
 	return d.gen
 }
 
-// stale reports whether a first send (no DUP flag) of packet id on
-// connection gen is a leftover from an earlier connection. paho keeps a
-// Publish that was waiting when the connection dropped and writes it on the
-// next connection, possibly before the resume of older messages: it must
-// not go out, or it would overtake them. paho's resume sends the message
-// again, with DUP, in its place.
-func (d *dispatcher) stale(id uint16, gen uint64, dup bool) bool {
+// beforePublish decides about a QoS 1/2 PUBLISH about to be written on
+// connection gen. It reports drop for a leftover: paho keeps a Publish that
+// was waiting when the connection dropped and writes it on the next
+// connection, possibly before the resume of older messages, which would
+// reorder them (paho's resume sends it again, with DUP, in its place); and
+// for any copy of a message the broker already has (PUBREL due, or the
+// exchange complete), which the broker would take for a new message.
+// Otherwise it returns the state batch the write must wait for.
+func (d *dispatcher) beforePublish(id uint16, gen uint64, dup bool) (drop bool, b *stateBatch, seq uint64, phase outbox.Phase) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	f := d.flights[id]
 	switch {
-	case f == nil:
-		return true // acknowledged already: any copy would be a new message to the broker
-	case f.phase == outbox.PhaseReleased:
-		return true // the broker has it; only the PUBREL may go
-	case dup:
-		return false // paho's resume: the one resend of this connection
+	case f == nil, f.phase == outbox.PhaseReleased:
+		return true, nil, 0, 0
+	case !dup && f.gen != gen:
+		return true, nil, 0, 0
 	}
-	return f.gen != gen
+	return false, f.batch, f.seq, f.phase
 }
 
-// released records that the PUBREL of a QoS 2 message is about to be
-// written (its PUBREC arrived): from now on a resume must send the PUBREL,
-// never the PUBLISH again. Called from the network writer before the write.
+// stale is beforePublish's verdict alone.
+func (d *dispatcher) stale(id uint16, gen uint64, dup bool) bool {
+	drop, _, _, _ := d.beforePublish(id, gen, dup)
+	return drop
+}
+
+// pubrecs records the PUBRECs just read, before paho can answer them with
+// PUBRELs: from then on a resume sends the PUBREL, never the PUBLISH. It
+// returns once the new phases are durable (one group commit for all).
+func (d *dispatcher) pubrecs(ids []uint16) error {
+	var batches []*stateBatch
+	d.mu.Lock()
+	for _, id := range ids {
+		f := d.flights[id]
+		if f == nil || f.qos != 2 || f.phase != outbox.PhaseSent {
+			continue
+		}
+		f.phase = outbox.PhaseReleased
+		f.batch = d.persist.enqueue(stateUpdate{seq: f.seq, id: id, phase: outbox.PhaseReleased})
+		if len(batches) == 0 || batches[len(batches)-1] != f.batch {
+			batches = append(batches, f.batch)
+		}
+	}
+	d.mu.Unlock()
+	for _, b := range batches {
+		if err := b.wait(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// released makes sure the PUBREL of id may leave: its PUBREC is recorded
+// durably. pubrecs normally did it when the PUBREC was read.
 func (d *dispatcher) released(id uint16) error {
 	d.mu.Lock()
 	f := d.flights[id]
-	if f == nil || f.phase != outbox.PhaseSent || f.qos != 2 {
+	if f == nil || f.qos != 2 {
 		d.mu.Unlock()
 		return nil
 	}
-	f.phase = outbox.PhaseReleased
-	d.unreleased--
-	seq := f.seq
+	if f.phase == outbox.PhaseSent {
+		f.phase = outbox.PhaseReleased
+		f.batch = d.persist.enqueue(stateUpdate{seq: f.seq, id: id, phase: outbox.PhaseReleased})
+	}
+	b, seq := f.batch, f.seq
 	d.mu.Unlock()
-	d.signal()
-	return d.q.SetState(context.Background(), seq, id, outbox.PhaseReleased)
+	if err := d.durable(b, seq, id, outbox.PhaseReleased); err != nil {
+		return err
+	}
+	// The PUBREL goes out now: later QoS 0/1 messages may follow it.
+	d.mu.Lock()
+	if f := d.flights[id]; f != nil && !f.relSent {
+		f.relSent = true
+		d.unreleased--
+		d.signal()
+	}
+	d.mu.Unlock()
+	return nil
 }
 
-func (d *dispatcher) setStateErr(err error) {
-	d.mu.Lock()
-	d.stateErr = err
-	d.mu.Unlock()
-	d.stateErrSeen.Store(true)
+// durable waits for a state batch, and retries the one update alone if the
+// batch failed.
+func (d *dispatcher) durable(b *stateBatch, seq uint64, id uint16, phase outbox.Phase) error {
+	if b == nil || b.wait() == nil {
+		return nil
+	}
+	return d.q.SetState(context.Background(), seq, id, phase)
 }
 
 // dropped is the outbox's report of a record removed unsent.

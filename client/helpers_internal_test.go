@@ -48,3 +48,10 @@ func (fakeConn) RemoteAddr() net.Addr              { return nil }
 func (fakeConn) SetDeadline(t time.Time) error     { return nil }
 func (fakeConn) SetReadDeadline(t time.Time) error { return nil }
 func (fakeConn) SetWriteDeadline(time.Time) error  { return nil }
+
+func startPersister(t *testing.T, d *dispatcher) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.persist.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}

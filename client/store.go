@@ -1,7 +1,6 @@
 package client
 
 import (
-	"context"
 	"slices"
 	"strconv"
 
@@ -64,16 +63,13 @@ func (d *dispatcher) Put(key string, cp packets.ControlPacket) {
 	d.pending = nil
 	f := &flight{seq: rec.Seq, id: id, qos: pub.Qos, phase: outbox.PhaseSent, pkt: pub, claimed: true, gen: d.gen}
 	d.addFlight(f)
-	d.mu.Unlock()
 	if pub.Qos == 2 {
 		// The packet identifier must be durable before the PUBLISH is on the
 		// wire: a resend after a restart must reuse it, or the broker would
-		// take it for a new message.
-		if err := d.q.SetState(context.Background(), f.seq, id, outbox.PhaseSent); err != nil {
-			d.log.Error("holdfast: recording QoS 2 packet identifier", "seq", f.seq, "err", err)
-			d.setStateErr(err)
-		}
+		// take it for a new message. wireConn waits for this batch.
+		f.batch = d.persist.enqueue(stateUpdate{seq: f.seq, id: id, phase: outbox.PhaseSent})
 	}
+	d.mu.Unlock()
 }
 
 // Get implements mqtt.Store. A QoS 2 message whose PUBREC arrived is

@@ -11,47 +11,89 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
-// wireConn is the connection paho writes to. paho writes every packet with
-// one Write call, so each Write is one whole MQTT packet. It observes the
-// PUBREL of outbound QoS 2 messages, which paho never reports to its Store,
-// and records it durably before the PUBREL leaves: after a reconnect or a
-// restart the exchange then resumes with the PUBREL instead of a PUBLISH
-// that the broker would take for a new message.
+// wireConn is the connection paho reads and writes. paho writes every
+// packet with one Write call, so each Write is one whole MQTT packet.
+// It observes what paho never reports to its Store: the PUBREC of an
+// outbound QoS 2 message is recorded durably as it is read, before paho can
+// answer it with a PUBREL, so that after a reconnect or a restart the
+// exchange resumes with the PUBREL instead of a PUBLISH the broker would
+// take for a new message; and a QoS 2 PUBLISH leaves only once its packet
+// identifier is durable.
 type wireConn struct {
 	net.Conn
 	d   *dispatcher
 	gen uint64 // connection generation (dispatcher.dialed)
+
+	// Reads go through a buffer so that every PUBREC in a chunk read from
+	// the network is recorded in one commit before paho sees any of them.
+	rbuf []byte
+	r, w int
+	rerr error
+	scan pubrecScanner
+	ids  []uint16
 }
 
 const (
 	ptypePublish = 3
 	ptypePubrel  = 6
+	readBufSize  = 32 << 10
 )
 
-func (w *wireConn) Write(b []byte) (int, error) {
+func (c *wireConn) Read(p []byte) (int, error) {
+	if c.r == c.w {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, readBufSize)
+		}
+		n, err := c.Conn.Read(c.rbuf)
+		c.r, c.w, c.rerr = 0, n, err
+		if n > 0 {
+			c.ids = c.scan.scan(c.rbuf[:n], c.ids[:0])
+			if len(c.ids) > 0 {
+				if perr := c.d.pubrecs(c.ids); perr != nil {
+					// Not durable: paho must not answer these PUBRECs. The
+					// connection fails; the resume resends the PUBLISHes,
+					// which the broker still holds and so deduplicates.
+					c.r, c.w, c.rerr = 0, 0, fmt.Errorf("holdfast: recording PUBREC: %w", perr)
+				}
+			}
+		}
+		if c.r == c.w {
+			return 0, c.rerr
+		}
+	}
+	n := copy(p, c.rbuf[c.r:c.w])
+	c.r += n
+	return n, nil
+}
+
+func (c *wireConn) Write(b []byte) (int, error) {
 	if len(b) >= 4 && b[0]>>4 == ptypePubrel && b[1] == 2 {
 		id := binary.BigEndian.Uint16(b[2:4])
-		if err := w.d.released(id); err != nil {
-			// Not durable: do not let the PUBREL go. The connection fails,
-			// and the resume resends the PUBLISH, which the broker still
-			// holds under this identifier and so deduplicates.
+		if err := c.d.released(id); err != nil {
 			return 0, fmt.Errorf("holdfast: recording PUBREL %d: %w", id, err)
 		}
 	} else if len(b) > 0 && b[0]>>4 == ptypePublish && b[0]&0x06 != 0 {
 		dup := b[0]&0x08 != 0
-		if id, ok := publishID(b); ok && w.d.stale(id, w.gen, dup) {
-			// A leftover: a first send queued in paho before the reconnect
-			// (paho's resume resends it with DUP, in order), or a copy of a
-			// message the broker already has. Writing it would reorder or
-			// duplicate; it is dropped, which paho cannot tell from a write.
-			w.d.stats.suppressed.Add(1)
-			return len(b), nil
+		if id, ok := publishID(b); ok {
+			drop, batch, seq, phase := c.d.beforePublish(id, c.gen, dup)
+			if drop {
+				// See dispatcher.beforePublish. paho cannot tell a dropped
+				// write from a sent one; the message is resent in order.
+				c.d.stats.suppressed.Add(1)
+				return len(b), nil
+			}
+			if err := c.d.durable(batch, seq, id, phase); err != nil {
+				return 0, fmt.Errorf("holdfast: recording QoS 2 packet identifier %d: %w", id, err)
+			}
 		}
 		if dup {
-			w.d.stats.resent.Add(1)
+			c.d.stats.resent.Add(1)
 		}
 	}
-	return w.Conn.Write(b)
+	return c.Conn.Write(b)
 }
 
 // publishID returns the packet identifier of a QoS 1/2 PUBLISH packet.

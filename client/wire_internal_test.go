@@ -38,6 +38,7 @@ func TestPublishIDParsesPahoPackets(t *testing.T) {
 func TestWireDropsStalePublishAndRecordsPubrel(t *testing.T) {
 	q := newTestQueue(t)
 	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	startPersister(t, d)
 	seq := appendRecord(t, q, 2)
 	var sink bytes.Buffer
 	old := &wireConn{Conn: fakeConn{&sink}, d: d, gen: d.dialed()}
@@ -77,6 +78,7 @@ func TestWireDropsStalePublishAndRecordsPubrel(t *testing.T) {
 func TestResumeGetsACopy(t *testing.T) {
 	q := newTestQueue(t)
 	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	startPersister(t, d)
 	seq := appendRecord(t, q, 2)
 	gen := d.dialed()
 	pub := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
@@ -104,5 +106,43 @@ func TestResumeGetsACopy(t *testing.T) {
 	d.Del("o.9")
 	if !d.stale(9, next, true) || !d.stale(9, next, false) {
 		t.Fatal("a PUBLISH copy after the PUBCOMP was not dropped")
+	}
+}
+
+func TestPubrecScannerSplitsAnywhere(t *testing.T) {
+	var stream bytes.Buffer
+	var want []uint16
+	for i := 0; i < 50; i++ {
+		switch i % 3 {
+		case 0:
+			p := packets.NewControlPacket(packets.Pubrec).(*packets.PubrecPacket)
+			p.MessageID = uint16(1000 + i)
+			_ = p.Write(&stream)
+			want = append(want, p.MessageID)
+		case 1:
+			p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+			p.TopicName, p.Qos, p.MessageID, p.Payload = "t/x", 1, 5, make([]byte, 200+i*10)
+			_ = p.Write(&stream)
+		default:
+			p := packets.NewControlPacket(packets.Puback).(*packets.PubackPacket)
+			p.MessageID = 5 // a PUBACK is not a PUBREC
+			_ = p.Write(&stream)
+		}
+	}
+	all := stream.Bytes()
+	for _, chunk := range []int{1, 2, 3, 7, 64, len(all)} {
+		var s pubrecScanner
+		var got []uint16
+		for i := 0; i < len(all); i += chunk {
+			got = s.scan(all[i:min(i+chunk, len(all))], got)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("chunk %d: %d PUBRECs, want %d", chunk, len(got), len(want))
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("chunk %d: id %d = %d, want %d", chunk, i, got[i], want[i])
+			}
+		}
 	}
 }
