@@ -5,11 +5,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/skl"
 )
 
 // Badger is the durable Queue, stored in a Badger v4 directory. Open it with
@@ -27,14 +31,17 @@ type Badger struct {
 	reqs   chan *writeReq // to the committer
 	kick   chan struct{}  // removals are pending (capacity 1)
 	gcKick chan struct{}  // enough was removed to try value-log GC (capacity 1)
+	trim   chan struct{}  // enough was written or read to trim mapped pages (capacity 1)
 	quit   chan struct{}  // closed by Close after every op ended
 	wg     sync.WaitGroup // committer and maintainer
 
-	// maxBatch bounds one transaction, within Badger's limits.
-	maxBatchBytes int64
-	maxBatchCount int
-	vThreshold    int64
-	vlogFileSize  int64
+	// One transaction stays within half of Badger's limits (bytes as
+	// Badger estimates them, and entries); requests per batch are bounded too.
+	maxBatchBytes   int64
+	maxBatchEntries int
+	maxBatchCount   int
+	vThreshold      int64
+	vlogFileSize    int64
 
 	// Guarded by core.mu:
 	delq         []delItem           // removals not yet written
@@ -43,6 +50,11 @@ type Badger struct {
 
 	// Owned by the committer goroutine (set by Open before it starts).
 	nextSeq uint64
+
+	// trimOn: the device profile pages out mapped files every trimEvery
+	// bytes written or read (trimBytes counts them).
+	trimOn    atomic.Bool
+	trimBytes atomic.Int64
 }
 
 // writeReq is one append or state change waiting for the committer.
@@ -57,9 +69,10 @@ type writeReq struct {
 	packetID uint16
 	phase    Phase
 
-	skip bool // state for a record that is gone
-	err  error
-	done chan struct{}
+	skip     bool // state: nothing to write (record gone, or already queued)
+	delState bool // state: PhaseQueued, delete the stored state
+	err      error
+	done     chan struct{}
 }
 
 // delItem is one pending deletion.
@@ -102,31 +115,37 @@ func Open(dir string, opts Options) (*Badger, error) {
 		return nil, classifyOpenErr(dir, err)
 	}
 	b := &Badger{
-		dir:           dir,
-		db:            db,
-		reqs:          make(chan *writeReq, 1024),
-		kick:          make(chan struct{}, 1),
-		gcKick:        make(chan struct{}, 1),
-		quit:          make(chan struct{}),
-		stateKeys:     make(map[uint64]struct{}),
-		maxBatchBytes: (15 * bo.MemTableSize / 100) / 2,
-		maxBatchCount: 1000,
-		vThreshold:    bo.ValueThreshold,
-		vlogFileSize:  bo.ValueLogFileSize,
-		nextSeq:       1,
+		dir:             dir,
+		db:              db,
+		reqs:            make(chan *writeReq, 1024),
+		kick:            make(chan struct{}, 1),
+		gcKick:          make(chan struct{}, 1),
+		trim:            make(chan struct{}, 1),
+		quit:            make(chan struct{}),
+		stateKeys:       make(map[uint64]struct{}),
+		maxBatchBytes:   (15 * bo.MemTableSize / 100) / 2,
+		maxBatchEntries: int((15*bo.MemTableSize/100)/int64(skl.MaxNodeSize)) / 2,
+		maxBatchCount:   1000,
+		vThreshold:      bo.ValueThreshold,
+		vlogFileSize:    bo.ValueLogFileSize,
+		nextSeq:         1,
 	}
 	b.init(o, b)
+	b.trimOn.Store(o.Profile == ProfileDevice)
 	if err := b.load(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
 	}
 	fixPerms(dir, o.Logger)
+	if b.trimOn.Load() {
+		trimMappings(dir)
+	}
 	b.wg.Add(2)
 	go b.committer()
 	go b.maintain()
 	b.mu.Lock()
 	if len(b.delq) > 0 {
-		b.kickLocked()
+		b.kickCommitter()
 	}
 	if b.idx.n > 0 {
 		b.armLocked(time.Now()) // expire what expired while closed
@@ -199,18 +218,10 @@ func (b *Badger) load() error {
 				return err
 			}
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
-		for it.Rewind(); it.Valid(); it.Next() {
-			seq, size, ok := parseRecordKey(it.Item().Key())
-			if !ok || size == 0 || seq <= b.idx.last {
-				b.opts.Logger.Warn("outbox: ignoring malformed record key", "key", fmt.Sprintf("%x", it.Item().Key()))
-				continue
-			}
-			b.idx.add(seq, size)
-			b.bytes += int64(size)
+		if err := b.loadIndex(metaNext); err != nil {
+			return err
 		}
-		it.Close()
-		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixState}, PrefetchValues: true, PrefetchSize: 64})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixState}, PrefetchValues: true, PrefetchSize: 64})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			seq, ok := parseSeqKey(prefixState, it.Item().Key())
@@ -250,7 +261,83 @@ func (b *Badger) load() error {
 	return nil
 }
 
-// Append implements Queue.
+// loadIndex rebuilds the index from the record keys. The span from the head
+// to the next sequence is split into segment-aligned ranges scanned in
+// parallel, each into its own index; they are joined in order.
+func (b *Badger) loadIndex(metaNext uint64) error {
+	var head uint64
+	err := b.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		defer it.Close()
+		it.Rewind()
+		if it.Valid() {
+			head, _, _ = parseRecordKey(it.Item().Key())
+		}
+		return nil
+	})
+	if err != nil || head == 0 {
+		return err
+	}
+	lo := head &^ (segSize - 1)
+	parts := 1
+	if metaNext > lo && metaNext-lo >= b.opts.parallelLoad {
+		parts = min(runtime.GOMAXPROCS(0), 4)
+	}
+	step := (max(metaNext, lo+1) - lo + uint64(parts) - 1) / uint64(parts)
+	step = (step + segSize - 1) &^ (segSize - 1)
+	idxs := make([]index, parts)
+	sizes := make([]int64, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for i := 0; i < parts; i++ {
+		from, to := lo+uint64(i)*step, lo+uint64(i+1)*step
+		if i == parts-1 {
+			to = math.MaxUint64 // anything above the metadata, too
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			idxs[i], sizes[i], errs[i] = b.scanRange(from, to)
+		}()
+	}
+	wg.Wait()
+	for i := range idxs {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		b.idx.concat(&idxs[i])
+		b.bytes += sizes[i]
+	}
+	return nil
+}
+
+// scanRange indexes the record keys with from <= seq < to.
+func (b *Badger) scanRange(from, to uint64) (x index, bytes int64, err error) {
+	err = b.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		defer it.Close()
+		for it.Seek(recordSeek(from)); it.Valid(); it.Next() {
+			seq, size, ok := parseRecordKey(it.Item().Key())
+			if ok && seq >= to {
+				break
+			}
+			if !ok || size == 0 || seq <= x.last {
+				b.opts.Logger.Warn("outbox: ignoring malformed record key", "key", fmt.Sprintf("%x", it.Item().Key()))
+				continue
+			}
+			x.add(seq, size)
+			bytes += int64(size)
+			if x.n%(1<<16) == 0 && b.trimOn.Load() {
+				trimMappings(b.dir) // the scan touches every table page
+			}
+		}
+		return nil
+	})
+	return x, bytes, err
+}
+
+// Append implements Queue.Append. Errors: ErrClosed, ErrFull, ErrTooLarge,
+// ErrInvalidRecord, ErrDiskFull, ErrStorage, ctx.Err() (OverflowBlock).
 func (b *Badger) Append(ctx context.Context, r *Record) (uint64, error) {
 	rec := *r
 	size, err := b.prepare(&rec, time.Now())
@@ -277,7 +364,8 @@ func (b *Badger) Append(ctx context.Context, r *Record) (uint64, error) {
 	return req.seq, nil
 }
 
-// SetState implements Queue.
+// SetState implements Queue.SetState. Errors: ErrClosed, ErrNotFound,
+// ErrInvalidRecord, ErrDiskFull, ErrStorage, ctx.Err().
 func (b *Badger) SetState(ctx context.Context, seq uint64, packetID uint16, phase Phase) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -300,13 +388,13 @@ func (b *Badger) SetState(ctx context.Context, seq uint64, packetID uint16, phas
 	return req.err
 }
 
-// Remove implements Queue.
+// Remove implements Queue.Remove. Errors: ErrClosed.
 func (b *Badger) Remove(seqs ...uint64) error { return b.remove(seqs) }
 
-// Stats implements Queue.
+// Stats implements Queue.Stats.
 func (b *Badger) Stats() Stats { return b.stats() }
 
-// Read implements Queue.
+// Read implements Queue.Read. Errors: ErrClosed.
 func (b *Badger) Read(after uint64, max int, buf []Record) ([]Record, error) {
 	if err := b.begin(); err != nil {
 		return buf, err
@@ -352,6 +440,7 @@ func (b *Badger) Read(after uint64, max int, buf []Record) ([]Record, error) {
 			cd.err = verr
 		}
 		cands = append(cands, cd)
+		b.count(int64(size))
 		if len(cands) >= want || len(cands) == cap(cands) {
 			flush()
 		}
@@ -410,7 +499,7 @@ func (b *Badger) forget(seq uint64, size uint32) {
 		}
 	}
 	if len(b.delq) == 1 || len(b.delq) == deleteFlushCount {
-		b.kickLocked()
+		b.kickCommitter()
 	}
 }
 
@@ -420,10 +509,26 @@ func (b *Badger) quarantine(seq uint64, size uint32, raw []byte) {
 	delete(b.stateKeys, seq)
 	b.delq = append(b.delq, delItem{seq: seq, size: size, state: st, quarantine: true, raw: raw})
 	b.opts.Logger.Error("outbox: quarantined unreadable record", "seq", seq, "dir", b.dir)
-	b.kickLocked()
+	b.kickCommitter()
 }
 
-func (b *Badger) kickLocked() {
+// count adds written or read bytes towards the next trim of mapped pages.
+func (b *Badger) count(n int64) {
+	if !b.trimOn.Load() || b.trimBytes.Add(n) < trimEvery {
+		return
+	}
+	b.trimBytes.Store(0)
+	select {
+	case b.trim <- struct{}{}:
+	default:
+	}
+}
+
+// trimEvery bytes of records written or read, the device profile pages out
+// Badger's mapped files (see trimMappings).
+const trimEvery = 2 << 20
+
+func (b *Badger) kickCommitter() {
 	select {
 	case b.kick <- struct{}{}:
 	default:

@@ -367,3 +367,58 @@ func (h *captureHandler) sawComponent(c string) bool {
 	}
 	return false
 }
+
+// TestParallelLoad reopens a queue with holes (removed head, removed ranges,
+// a big record) through the parallel scan and compares it with what was there.
+func TestParallelLoad(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Durability: NoSync, parallelLoad: 2048}
+	b := openT(t, dir, o)
+	fill(t, b, 12000)
+	mustAppend(t, b, &Record{Topic: "big", Payload: make([]byte, 70000)})
+	var gone []uint64
+	for s := uint64(1); s <= 12001; s++ {
+		if s < 1500 || (s > 4000 && s < 6100) || s%7 == 0 {
+			gone = append(gone, s)
+		}
+	}
+	_ = b.Remove(gone...)
+	want := seqsOf(readAll(t, b))
+	wantStats := b.Stats()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b2 := openT(t, dir, o)
+	if got := seqsOf(readAll(t, b2)); !equalSeqs(got, want) {
+		t.Fatalf("reopened %d records, want %d", len(got), len(want))
+	}
+	if st := b2.Stats(); st.Len != wantStats.Len || st.Bytes != wantStats.Bytes || st.LastSeq != wantStats.LastSeq {
+		t.Fatalf("stats %+v, want %+v", st, wantStats)
+	}
+}
+
+func TestLargestRecord(t *testing.T) {
+	for _, im := range impls {
+		t.Run(im.name, func(t *testing.T) {
+			q, err := im.open(t, t.TempDir(), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer q.Close()
+			r := &Record{Topic: "big"}
+			r.Payload = make([]byte, DefaultMaxRecordBytes-encodedSize(r))
+			for i := range r.Payload {
+				r.Payload[i] = byte(i)
+			}
+			seq := mustAppend(t, q, r)
+			big := &Record{Topic: "big", Payload: make([]byte, len(r.Payload)+1)}
+			if _, err := q.Append(context.Background(), big); !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("one byte over: %v", err)
+			}
+			recs := readAll(t, q)
+			if len(recs) != 1 || recs[0].Seq != seq || !bytes.Equal(recs[0].Payload, r.Payload) {
+				t.Fatalf("read back %d records", len(recs))
+			}
+		})
+	}
+}

@@ -20,6 +20,8 @@ func (b *Badger) committer() {
 	timer.Stop()
 	timerSet := false
 	batch := make([]*writeReq, 0, 64)
+	lastBatch := 0               // requests in the previous commit
+	var lastCommit time.Duration // how long it took
 	for {
 		flush := false
 		select {
@@ -27,6 +29,7 @@ func (b *Badger) committer() {
 			batch = append(batch, r)
 			if b.opts.Durability != SyncEach {
 				batch = b.gather(batch)
+				batch = b.linger(batch, lastBatch, lastCommit)
 			}
 		case <-b.kick:
 			b.mu.Lock()
@@ -46,8 +49,12 @@ func (b *Badger) committer() {
 			// Close waited for every op: no request can arrive. Write what
 			// is left of the removals, with a few retries.
 			timer.Stop()
-			for i := 0; i < 3 && b.pendingDeletes() > 0; i++ {
+			for fails := 0; fails < 3 && b.pendingDeletes() > 0; {
+				before := b.pendingDeletes()
 				b.commit(nil)
+				if b.pendingDeletes() >= before {
+					fails++
+				}
 			}
 			if n := b.pendingDeletes(); n > 0 {
 				b.opts.Logger.Error("outbox: removals not written at close; they will reappear", "count", n)
@@ -55,11 +62,18 @@ func (b *Badger) committer() {
 			return
 		}
 		if len(batch) > 0 || flush {
+			start := time.Now()
 			b.commit(batch)
+			if len(batch) > 0 {
+				lastCommit = time.Since(start)
+				lastBatch = len(batch)
+			}
 			clear(batch)
 			batch = batch[:0]
 		}
-		if n := b.pendingDeletes(); n > 0 && !timerSet {
+		if n := b.pendingDeletes(); n >= deleteFlushCount {
+			b.kickCommitter() // more than one transaction's worth: keep going
+		} else if n > 0 && !timerSet {
 			timer.Reset(b.opts.RemoveDelay)
 			timerSet = true
 		}
@@ -79,12 +93,42 @@ func (b *Badger) gather(batch []*writeReq) []*writeReq {
 		bytes += b.estimate(r)
 	}
 	maxEntry := b.vThreshold + recordKeyLen + 2
-	for len(batch) < b.maxBatchCount && bytes+maxEntry <= b.maxBatchBytes {
+	for len(batch) < min(b.maxBatchCount, b.maxBatchEntries-1) && bytes+maxEntry <= b.maxBatchBytes {
 		select {
 		case r := <-b.reqs:
 			batch = append(batch, r)
 			bytes += b.estimate(r)
 		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// linger waits briefly for the rest of a batch. When the previous commit
+// carried several requests, their callers are likely to come back together;
+// committing the first one alone would split them over two syncs. So the
+// committer waits until as many requests as last time are here, for at most
+// the previous commit's duration (measured with 16 appenders: ~15.5 records
+// per commit with the wait, ~8 without, and about 1.7x the appends/s).
+// A lone appender (previous batch of one) never waits.
+func (b *Badger) linger(batch []*writeReq, target int, lastCommit time.Duration) []*writeReq {
+	if target <= 1 || len(batch) >= target || len(batch) >= min(b.maxBatchCount, b.maxBatchEntries-1) {
+		return batch
+	}
+	wait := min(lastCommit, 2*time.Millisecond)
+	if wait < 20*time.Microsecond {
+		return batch
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for len(batch) < target {
+		select {
+		case r := <-b.reqs:
+			batch = b.gather(append(batch, r))
+		case <-t.C:
+			return batch
+		case <-b.quit:
 			return batch
 		}
 	}
@@ -134,31 +178,31 @@ func (b *Badger) commit(batch []*writeReq) {
 		}
 	}
 
-	txn := b.db.NewTransaction(true)
-	defer txn.Discard()
+	// Under the lock: decide each state change (a record removed meanwhile
+	// gets ErrNotFound) and take as many removals as fit.
 	var dels []delItem
 	b.mu.Lock()
 	for _, r := range states {
-		if b.idx.size(r.seq) == 0 {
+		switch {
+		case b.idx.size(r.seq) == 0:
 			r.skip = true
 			r.err = fmt.Errorf("%w: seq %d", ErrNotFound, r.seq)
-			continue
+		case r.phase == PhaseQueued:
+			_, r.delState = b.stateKeys[r.seq]
+			r.skip = !r.delState // nothing stored: nothing to write
+			delete(b.stateKeys, r.seq)
+		default:
+			b.stateKeys[r.seq] = struct{}{}
 		}
-		if r.phase == PhaseQueued {
-			if _, ok := b.stateKeys[r.seq]; ok {
-				delete(b.stateKeys, r.seq)
-				_ = txn.Delete(seqKey(prefixState, r.seq))
-			}
-			continue
-		}
-		b.stateKeys[r.seq] = struct{}{}
-		_ = txn.Set(seqKey(prefixState, r.seq), encodeState(r.packetID, r.phase))
 	}
 	n := 0
-	for n < len(b.delq) && budget > 256 {
+	entries := len(batch) + 1 // + next-sequence metadata
+	for n < len(b.delq) && budget > 256 && entries+3 <= b.maxBatchEntries {
 		budget -= 2 * (recordKeyLen + 2)
+		entries += 2
 		if b.delq[n].quarantine {
 			budget -= int64(len(b.delq[n].raw)) + 11
+			entries++
 		}
 		n++
 	}
@@ -170,35 +214,14 @@ func (b *Badger) commit(batch []*writeReq) {
 	}
 	b.mu.Unlock()
 
-	var err error
-	set := func(k, v []byte) {
-		if err == nil {
-			err = txn.Set(k, v)
-		}
-	}
-	for _, r := range appends {
-		r.seq = b.nextSeq
-		b.nextSeq++
-		set(recordKey(r.seq, r.size), r.value)
-	}
-	if len(appends) > 0 {
-		set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq))
-	}
-	for _, d := range dels {
-		if d.size != 0 {
-			if err == nil {
-				err = txn.Delete(recordKey(d.seq, d.size))
-			}
-			if d.quarantine {
-				set(seqKey(prefixQuarantine, d.seq), d.raw)
-			}
-		}
-		if d.state && err == nil {
-			err = txn.Delete(seqKey(prefixState, d.seq))
-		}
-	}
-	if err == nil && (len(appends) > 0 || len(states) > 0 || len(dels) > 0) {
-		err = txn.Commit()
+	err := b.write(appends, states, dels)
+	if err != nil && len(dels) > 0 && len(appends)+len(states) > 0 {
+		// Whatever failed, a removal must not take appends down with it:
+		// retry them alone (the removals are retried later).
+		b.opts.Logger.Error("outbox: commit failed, retrying without removals", "err", err)
+		b.requeue(dels)
+		dels = nil
+		err = b.write(appends, states, nil)
 	}
 
 	b.mu.Lock()
@@ -210,20 +233,22 @@ func (b *Badger) commit(batch []*writeReq) {
 			b.abortLocked(int64(r.size))
 		}
 		for _, r := range states {
-			if !r.skip {
+			if r.err == nil {
 				r.err = werr
 				// The state key may or may not exist now; deleting it later is safe.
 				b.stateKeys[r.seq] = struct{}{}
 			}
 		}
-		// Retry the removals with the next batch.
-		b.delq = append(dels, b.delq...)
+		b.delq = append(dels, b.delq...) // retried with the next batch
 	} else {
+		if len(appends) > 0 || len(states) > 0 || len(dels) > 0 {
+			b.commits++
+		}
 		for _, r := range appends {
 			b.committedLocked(r.seq, r.size, r.enq, r.exp)
 		}
 		for _, r := range states {
-			if !r.skip {
+			if r.err == nil {
 				b.setStateLocked(r.seq, r.packetID, r.phase)
 			}
 		}
@@ -234,7 +259,70 @@ func (b *Badger) commit(batch []*writeReq) {
 	}
 	if err == nil && len(appends) > 0 {
 		b.notify()
+		b.count(appendBytes)
 	}
+}
+
+// write assigns sequences to the appends and commits one transaction.
+// Sequences of a failed transaction are not reused.
+func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
+	txn := b.db.NewTransaction(true)
+	defer txn.Discard()
+	var err error
+	set := func(k, v []byte) {
+		if err == nil {
+			err = txn.Set(k, v)
+		}
+	}
+	del := func(k []byte) {
+		if err == nil {
+			err = txn.Delete(k)
+		}
+	}
+	writes := 0
+	for _, r := range appends {
+		r.seq = b.nextSeq
+		b.nextSeq++
+		set(recordKey(r.seq, r.size), r.value)
+		writes++
+	}
+	if len(appends) > 0 {
+		set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq))
+	}
+	for _, r := range states {
+		switch {
+		case r.skip:
+		case r.delState:
+			del(seqKey(prefixState, r.seq))
+			writes++
+		default:
+			set(seqKey(prefixState, r.seq), encodeState(r.packetID, r.phase))
+			writes++
+		}
+	}
+	for _, d := range dels {
+		if d.size != 0 {
+			del(recordKey(d.seq, d.size))
+			if d.quarantine {
+				set(seqKey(prefixQuarantine, d.seq), d.raw)
+			}
+		}
+		if d.state {
+			del(seqKey(prefixState, d.seq))
+		}
+		writes++
+	}
+	if err != nil || writes == 0 {
+		return err
+	}
+	return txn.Commit()
+}
+
+// requeue puts removals back at the front of the queue.
+func (b *Badger) requeue(dels []delItem) {
+	b.mu.Lock()
+	b.delq = append(dels, b.delq...)
+	b.mu.Unlock()
 }
 
 // fail completes requests with err before anything was written.

@@ -655,6 +655,19 @@ var conformanceCases = []conformanceCase{
 		if st := q.Stats(); st.Bytes > 4*one || st.Dropped != 2 {
 			t.Fatalf("stats %+v", st)
 		}
+		// When dropping every queued record would not make room, nothing is dropped.
+		left := seqsOf(readAll(t, q))
+		for _, s := range left[1:] {
+			if err := q.SetState(context.Background(), s, 1, PhaseSent); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := q.Append(context.Background(), rec("t", string(make([]byte, 3*one)))); !errors.Is(err, ErrFull) {
+			t.Fatalf("append that drops cannot fit: %v", err)
+		}
+		if got := seqsOf(readAll(t, q)); !equalSeqs(got, left) {
+			t.Fatalf("dropped in vain: %v, had %v", got, left)
+		}
 	}},
 	{name: "TTLOnRead", run: func(t *testing.T, h *harness) {
 		var log dropLog

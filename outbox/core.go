@@ -58,7 +58,7 @@ type core struct {
 	oldest    time.Time
 	oldestSeq uint64
 	// Counters for Stats.
-	appended, removed, dropped, expired, corrupt uint64
+	appended, removed, dropped, expired, corrupt, commits uint64
 
 	closed bool
 	// room is closed (and replaced) when space frees, for OverflowBlock waiters.
@@ -154,11 +154,14 @@ func (c *core) prepare(r *Record, now time.Time) (int, error) {
 	return size, nil
 }
 
-func (c *core) fitsLocked(size int64) bool {
-	if c.opts.MaxRecords > 0 && c.idx.n+c.pendingN+1 > c.opts.MaxRecords {
+func (c *core) fitsLocked(size int64) bool { return c.fitsAfterLocked(size, 0, 0) }
+
+// fitsAfterLocked: would a record of size fit once n records of freed bytes left?
+func (c *core) fitsAfterLocked(size int64, n int, freed int64) bool {
+	if c.opts.MaxRecords > 0 && c.idx.n-n+c.pendingN+1 > c.opts.MaxRecords {
 		return false
 	}
-	if c.opts.MaxBytes > 0 && c.bytes+c.pendingBytes+size > c.opts.MaxBytes {
+	if c.opts.MaxBytes > 0 && c.bytes-freed+c.pendingBytes+size > c.opts.MaxBytes {
 		return false
 	}
 	return true
@@ -191,28 +194,32 @@ func (c *core) admit(ctx context.Context, size int64) error {
 		}
 		switch c.opts.Overflow {
 		case OverflowDropOldest:
-			var drops []drop
-			for !c.fitsLocked(size) {
-				seq := c.firstQueuedLocked(0)
-				if seq == 0 {
+			// Pick the victims first: drop nothing unless dropping makes room.
+			var victims []uint64
+			var n int
+			var freed int64
+			for seq := uint64(0); !c.fitsAfterLocked(size, n, freed); {
+				if seq = c.firstQueuedLocked(seq); seq == 0 {
 					break
 				}
+				victims = append(victims, seq)
+				n++
+				freed += int64(c.idx.size(seq))
+			}
+			if !c.fitsAfterLocked(size, n, freed) {
+				c.mu.Unlock()
+				return fmt.Errorf("%w: not enough queued records to drop (the rest is in flight)", ErrFull)
+			}
+			drops := make([]drop, 0, len(victims))
+			for _, seq := range victims {
 				c.leaveLocked(seq)
 				c.dropped++
 				drops = append(drops, drop{seq, fmt.Errorf("%w: record %d", ErrDropped, seq)})
 			}
-			ok := c.fitsLocked(size)
-			if ok {
-				c.reserveLocked(size)
-			}
+			c.reserveLocked(size)
 			c.mu.Unlock()
-			if len(drops) > 0 {
-				c.notify()
-				c.report(drops)
-			}
-			if !ok {
-				return fmt.Errorf("%w: only in-flight records left", ErrFull)
-			}
+			c.notify()
+			c.report(drops)
 			return nil
 		case OverflowBlock:
 			room := c.room
@@ -225,7 +232,7 @@ func (c *core) admit(ctx context.Context, size int64) error {
 			}
 		default:
 			c.mu.Unlock()
-			return fmt.Errorf("%w: %d records, %d bytes", ErrFull, c.opts.MaxRecords, c.opts.MaxBytes)
+			return fmt.Errorf("%w: limits MaxRecords %d, MaxBytes %d", ErrFull, c.opts.MaxRecords, c.opts.MaxBytes)
 		}
 	}
 }
@@ -504,6 +511,7 @@ func (c *core) stats() Stats {
 		Dropped:  c.dropped,
 		Expired:  c.expired,
 		Corrupt:  c.corrupt,
+		Commits:  c.commits,
 	}
 	if c.idx.n > 0 && c.oldestSeq == c.idx.first {
 		s.Oldest = c.oldest

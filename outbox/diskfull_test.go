@@ -27,9 +27,12 @@ func TestDiskFull(t *testing.T) {
 			t.Errorf("unmount %s: %v", mnt, err)
 		}
 	})
-	const reserve = 24 << 20
+	// The default reserve is what keeps Badger from a SIGBUS; test that one.
+	o := Options{}
+	norm, _ := o.normalize()
+	reserve := norm.DiskReserve
 	dir := filepath.Join(mnt, "outbox")
-	b, err := Open(dir, Options{DiskReserve: reserve})
+	b, err := Open(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +84,7 @@ func TestDiskFull(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b2, err := Open(dir, Options{DiskReserve: reserve})
+	b2, err := Open(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}

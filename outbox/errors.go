@@ -5,8 +5,9 @@ import (
 	"fmt"
 )
 
-// Sentinel errors. Every error returned by this package wraps one of them, so
-// callers test with errors.Is. Each says what it means and what to do.
+// Sentinel errors. Every error returned by this package, apart from a
+// context's own error, wraps one of them, so callers test with errors.Is.
+// Each says what it means and what to do.
 var (
 	// ErrClosed is returned by every method of a Queue after Close. Nothing was
 	// changed. Callers stop using the queue; a new one needs Open or NewMemory.

@@ -142,3 +142,30 @@ func (x *index) next(after uint64) uint64 {
 	}
 	return 0
 }
+
+// concat appends y, whose seqs all lie in segments after x's.
+func (x *index) concat(y *index) {
+	if y.n == 0 {
+		return
+	}
+	if x.n == 0 {
+		*x = *y
+		return
+	}
+	end := x.base + uint64(len(x.segs))<<segShift
+	if y.base < end || y.first <= x.last {
+		panic("outbox: index.concat overlaps")
+	}
+	for ; end < y.base; end += segSize {
+		x.segs = append(x.segs, nil)
+	}
+	x.segs = append(x.segs, y.segs...)
+	for k, v := range y.big {
+		if x.big == nil {
+			x.big = make(map[uint64]uint32)
+		}
+		x.big[k] = v
+	}
+	x.n += y.n
+	x.last = y.last
+}

@@ -18,10 +18,18 @@ func (b *Badger) maintain() {
 		select {
 		case <-b.quit:
 			return
+		case <-b.trim:
+			if !trimMappings(b.dir) {
+				b.trimOn.Store(false)
+			}
+			continue
 		case <-t.C:
 		case <-b.gcKick:
 		}
 		b.runGC()
+		if b.trimOn.Load() {
+			trimMappings(b.dir)
+		}
 		fixPerms(b.dir, b.opts.Logger)
 		t.Reset(b.opts.GCInterval)
 	}

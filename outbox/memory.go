@@ -37,7 +37,8 @@ func CheckOptions(opts Options) error {
 	return err
 }
 
-// Append implements Queue.
+// Append implements Queue.Append. Errors: ErrClosed, ErrFull, ErrTooLarge,
+// ErrInvalidRecord, ctx.Err() (OverflowBlock).
 func (m *Memory) Append(ctx context.Context, r *Record) (uint64, error) {
 	rec := *r
 	size, err := m.prepare(&rec, time.Now())
@@ -59,7 +60,7 @@ func (m *Memory) Append(ctx context.Context, r *Record) (uint64, error) {
 	return seq, nil
 }
 
-// Read implements Queue.
+// Read implements Queue.Read. Errors: ErrClosed.
 func (m *Memory) Read(after uint64, max int, buf []Record) ([]Record, error) {
 	if err := m.begin(); err != nil {
 		return buf, err
@@ -91,7 +92,8 @@ func (m *Memory) Read(after uint64, max int, buf []Record) ([]Record, error) {
 	return buf, nil
 }
 
-// SetState implements Queue.
+// SetState implements Queue.SetState. Errors: ErrClosed, ErrNotFound,
+// ErrInvalidRecord, ctx.Err().
 func (m *Memory) SetState(ctx context.Context, seq uint64, packetID uint16, phase Phase) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -105,10 +107,10 @@ func (m *Memory) SetState(ctx context.Context, seq uint64, packetID uint16, phas
 	return nil
 }
 
-// Remove implements Queue.
+// Remove implements Queue.Remove. Errors: ErrClosed.
 func (m *Memory) Remove(seqs ...uint64) error { return m.remove(seqs) }
 
-// Stats implements Queue.
+// Stats implements Queue.Stats.
 func (m *Memory) Stats() Stats { return m.stats() }
 
 // Close implements Queue.

@@ -44,8 +44,9 @@ const (
 	// files, two compactors. The whole process stays small (tens of MiB) with
 	// a backlog of millions of records.
 	ProfileDevice Profile = iota
-	// ProfileServer: large memtables and caches for throughput; uses a few
-	// hundred MiB.
+	// ProfileServer: large memtables (32 MiB), value-log files and caches,
+	// four compactors, no paging out, for throughput. Expect a few hundred
+	// MiB of RSS under a heavy write load.
 	ProfileServer
 )
 
@@ -148,7 +149,7 @@ type Options struct {
 	// returns ErrDiskFull below it. Badger writes through memory maps, and a
 	// write into a mapped file on a full disk kills the process (SIGBUS)
 	// instead of returning an error, so Badger needs headroom for memtable
-	// flushes, compactions and value-log files. 0: 32 MiB (device) or
+	// flushes, compactions and value-log files. 0: 16 MiB (device) or
 	// 512 MiB (server). Negative: no check (only for disks that cannot
 	// fill).
 	DiskReserve int64
@@ -162,6 +163,10 @@ type Options struct {
 	// GCInterval is how often value-log garbage collection runs on its own
 	// (it also runs after enough removals). 0: 1 minute.
 	GCInterval time.Duration
+
+	// parallelLoad: Open scans record keys in parallel when the span of
+	// sequences is at least this. 0: 131,072. Tests lower it.
+	parallelLoad uint64
 }
 
 // normalize copies o, fills defaults and validates.
@@ -197,7 +202,7 @@ func (o Options) normalize() (Options, error) {
 		o.EncryptionKeyRotation = 10 * 24 * time.Hour
 	}
 	if o.DiskReserve == 0 {
-		o.DiskReserve = 32 << 20
+		o.DiskReserve = 16 << 20
 		if o.Profile == ProfileServer {
 			o.DiskReserve = 512 << 20
 		}
@@ -207,6 +212,9 @@ func (o Options) normalize() (Options, error) {
 	}
 	if o.GCInterval == 0 {
 		o.GCInterval = time.Minute
+	}
+	if o.parallelLoad == 0 {
+		o.parallelLoad = 1 << 17
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

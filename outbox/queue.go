@@ -62,7 +62,8 @@ func (p Phase) String() string {
 
 func (p Phase) valid() bool { return p <= PhaseReleased }
 
-// Stats is a snapshot of a Queue. Taking it costs O(1).
+// Stats is a snapshot of a Queue. Taking it costs O(1): counters only, plus
+// one record lookup for Oldest when the head changed since the last call.
 type Stats struct {
 	Len      int       // records in the queue (committed, not removed)
 	Bytes    int64     // sum of the encoded sizes of those records (what MaxBytes limits)
@@ -77,6 +78,11 @@ type Stats struct {
 	Dropped  uint64 // records dropped by OverflowDropOldest
 	Expired  uint64 // PhaseQueued records that expired
 	Corrupt  uint64 // records quarantined because they could not be read
+	// Commits counts store transactions (Badger: each one group of
+	// appends, state changes and removals, with one sync unless NoSync;
+	// while nothing is removed, Appended/Commits is the mean group-commit
+	// batch). Memory: 0.
+	Commits uint64
 }
 
 // Queue is the outbox contract, implemented by *Badger (durable, Open) and

@@ -1,0 +1,181 @@
+package outbox
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var benchReopenN = flag.Int("outbox.reopen", 1_000_000, "records in the outbox BenchmarkReopen opens")
+
+// benchPool is random bytes; each record takes the next 256-byte window, so
+// that neither compression nor repetition flatters the figures.
+var (
+	benchPool = func() []byte {
+		b := make([]byte, 1<<20)
+		r := rand.New(rand.NewPCG(7, 7))
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}()
+	benchNext atomic.Uint64
+)
+
+const benchPayloadLen = 256
+
+func benchRecord() *Record {
+	off := (benchNext.Add(1) * benchPayloadLen) % uint64(len(benchPool))
+	return &Record{Topic: "bench/telemetry", QoS: 1, Payload: benchPool[off : off+benchPayloadLen]}
+}
+
+// BenchmarkAppend: one op is one Append; with 16 appenders they run
+// concurrently (RunParallel, 16 goroutines).
+func BenchmarkAppend(b *testing.B) {
+	for _, mode := range []Durability{GroupCommit, SyncEach, NoSync} {
+		for _, workers := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/%d", mode, workers), func(b *testing.B) {
+				q, err := Open(b.TempDir(), Options{Durability: mode})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer q.Close()
+				ctx := context.Background()
+				b.SetBytes(benchPayloadLen)
+				b.ResetTimer()
+				if workers == 1 {
+					for i := 0; i < b.N; i++ {
+						if _, err := q.Append(ctx, benchRecord()); err != nil {
+							b.Fatal(err)
+						}
+					}
+				} else {
+					b.SetParallelism((workers + 1) / 2) // x GOMAXPROCS(2) = 16 goroutines
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							if _, err := q.Append(ctx, benchRecord()); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+			})
+		}
+	}
+}
+
+// fill appends n records with 16 appenders (NoSync unless told).
+func fill(tb testing.TB, q Queue, n int) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	per := (n + 15) / 16
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < per && w*per+i < n; i++ {
+				if _, err := q.Append(context.Background(), benchRecord()); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// BenchmarkDrain: one op is one record read from the head and removed, in
+// batches of 256 as a dispatcher would.
+func BenchmarkDrain(b *testing.B) {
+	for _, prof := range []Profile{ProfileDevice, ProfileServer} {
+		b.Run(prof.String(), func(b *testing.B) {
+			q, err := Open(b.TempDir(), Options{Durability: NoSync, Profile: prof})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			fill(b, q, b.N)
+			b.ResetTimer()
+			var buf []Record
+			seqs := make([]uint64, 0, 256)
+			n := 0
+			for n < b.N {
+				buf, err = q.Read(0, 256, buf[:0])
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(buf) == 0 {
+					b.Fatalf("drained %d of %d", n, b.N)
+				}
+				seqs = seqs[:0]
+				for _, r := range buf {
+					seqs = append(seqs, r.Seq)
+				}
+				if err := q.Remove(seqs...); err != nil {
+					b.Fatal(err)
+				}
+				n += len(buf)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
+
+// BenchmarkReopen: one op opens an outbox holding -outbox.reopen records
+// (1,000,000 by default) and reads its Stats; Close is outside the timer.
+// The outbox is filled once per profile (no-sync, 16 appenders), outside
+// the timer, and reused across the benchmark's rounds.
+func BenchmarkReopen(b *testing.B) {
+	root, err := os.MkdirTemp("", "outbox-bench-reopen-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	for _, prof := range []Profile{ProfileDevice, ProfileServer} {
+		dir := filepath.Join(root, prof.String())
+		filled := false
+		b.Run(prof.String(), func(b *testing.B) {
+			if !filled {
+				q, err := Open(dir, Options{Durability: NoSync, Profile: prof})
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				fill(b, q, *benchReopenN)
+				if err := q.Close(); err != nil {
+					b.Fatal(err)
+				}
+				filled = true
+				b.Logf("filled %d records in %v", *benchReopenN, time.Since(start))
+				b.ResetTimer()
+			}
+			for i := 0; i < b.N; i++ {
+				q, err := Open(dir, Options{Profile: prof})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if st := q.Stats(); st.Len != *benchReopenN {
+					b.Fatalf("reopened with %d records", st.Len)
+				}
+				b.StopTimer()
+				if err := q.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/reopen")
+		})
+	}
+}

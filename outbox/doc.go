@@ -1,0 +1,86 @@
+// Package outbox is Holdfast's durable, ordered queue: where an accepted
+// message lives until the broker acknowledges it. It knows nothing of MQTT
+// sessions or of the network; the client appends records, reads them in
+// order, records their in-flight state, and removes them when acknowledged.
+//
+// Two implementations share one contract, Queue, and one conformance test
+// suite: Badger (Open), stored in a Badger v4 directory, and Memory
+// (NewMemory), for ephemeral use and tests.
+//
+//	q, err := outbox.Open("/var/lib/app/outbox", outbox.Options{MaxRecords: 1_000_000})
+//	seq, err := q.Append(ctx, &outbox.Record{Topic: "t", QoS: 1, Payload: p})
+//	recs, err := q.Read(0, 100, nil)          // from the head, in order
+//	err = q.SetState(ctx, seq, 7, outbox.PhaseSent)
+//	err = q.Remove(seq)                      // acknowledged
+//
+// # Storage
+//
+// Records are keyed by big-endian sequence (plus their encoded size), so key
+// order is queue order and Open rebuilds its index from keys alone. A record's
+// value is a versioned, checksummed binary encoding; in-flight state
+// (PacketID, Phase) is a separate small value, so SetState never rewrites a
+// payload. A metadata key keeps the next sequence, so sequences never go back,
+// even after the queue was emptied. In memory the queue keeps an index of
+// about 2 bytes per record (2 MiB per million), the in-flight states, and
+// counters; payloads stay on disk.
+//
+// One committer goroutine performs every write. It takes all appends and
+// state changes waiting, assigns sequences in that order, and writes them in
+// one Badger transaction with one sync (group commit); removals ride along,
+// or go alone in batches after Options.RemoveDelay. Measured against leaving
+// batching to Badger (one transaction per append), the committer is faster
+// and keeps sequence order equal to commit order.
+//
+// The device profile keeps records in Badger's value log, tables and
+// memtables small, and pages out the memory-mapped files it is not using
+// (Linux, MADV_PAGEOUT), so a process holding a million records stays in
+// tens of MiB. The server profile uses large memtables and caches.
+// Value-log garbage collection runs on its own, periodically and after
+// enough removals.
+//
+// # Guarantees
+//
+//   - Append returns a sequence only once the record is as durable as
+//     Options.Durability says: GroupCommit and SyncEach after an fsync
+//     (survives power loss), NoSync once in the page cache (survives a crash
+//     of the process only). A crash test SIGKILLs writers and checks this.
+//   - Sequences are strictly increasing in commit order, never reused, and
+//     Read returns records in that order. Read never returns a record while a
+//     lower sequence is still being committed, so a reader advancing a
+//     cursor misses nothing.
+//   - A record leaves the queue only by Remove, by OverflowDropOldest, by
+//     expiry (PhaseQueued records only) or by quarantine (undecodable); each
+//     of the last three is counted in Stats and reported to Options.OnDrop
+//     with its sequence. In-flight records (PhaseSent, PhaseReleased) are
+//     never dropped or expired.
+//   - Limits (MaxRecords, MaxBytes) hold at all times, appends in progress
+//     included.
+//   - A full disk returns ErrDiskFull and loses nothing already stored.
+//   - The directory is created 0700 and Badger's files in it are kept 0600;
+//     with EncryptionKey, records are AES-encrypted at rest.
+//
+// # Caveats
+//
+//   - Removals are written in batches: a record removed just before a crash
+//     (within RemoveDelay) can reappear after restart. Consumers get
+//     at-least-once, never loss.
+//   - Expiry is found by Read (every record it passes) and by a sweep from
+//     the head (a timer, Open, and appends at a limit). With DefaultTTL, or
+//     any non-decreasing Expires, that finds every expired record promptly; a
+//     record whose Expires is earlier than that of a queued record ahead of it
+//     waits until Read reaches it or the records ahead leave.
+//   - ctx bounds only the wait for room (OverflowBlock) and the hand-off to
+//     the committer; once handed over, a call waits for its commit (one
+//     sync), so that its result is never in doubt.
+//   - Stats.Oldest may cost one record lookup after the head changed.
+//   - Badger writes through memory maps; a full disk under a memory map kills
+//     the process (SIGBUS) rather than returning an error. Options.DiskReserve
+//     keeps free space for Badger and refuses appends below it; setting it
+//     negative removes that protection.
+//   - Badger files are created 0666 less umask and tightened to 0600 shortly
+//     after (at Open, Close and each maintenance round); the 0700 directory
+//     keeps them private meanwhile.
+//   - A directory must always be opened with the key it was created with;
+//     losing the key loses the records.
+//   - Memory holds everything in process memory and loses it at exit.
+package outbox

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package outbox
+
+// trimMappings is Linux-only.
+func trimMappings(string) bool { return false }
