@@ -238,7 +238,7 @@ func (d *dispatcher) pubrecs(ids []uint16) error {
 			continue
 		}
 		f.phase = outbox.PhaseReleased
-		f.batch = d.persist.enqueue(stateUpdate{seq: f.seq, id: id, phase: outbox.PhaseReleased})
+		f.batch = d.persist.enqueue(outbox.StateUpdate{Seq: f.seq, PacketID: id, Phase: outbox.PhaseReleased})
 		if len(batches) == 0 || batches[len(batches)-1] != f.batch {
 			batches = append(batches, f.batch)
 		}
@@ -263,7 +263,7 @@ func (d *dispatcher) released(id uint16) error {
 	}
 	if f.phase == outbox.PhaseSent {
 		f.phase = outbox.PhaseReleased
-		f.batch = d.persist.enqueue(stateUpdate{seq: f.seq, id: id, phase: outbox.PhaseReleased})
+		f.batch = d.persist.enqueue(outbox.StateUpdate{Seq: f.seq, PacketID: id, Phase: outbox.PhaseReleased})
 	}
 	b, seq := f.batch, f.seq
 	d.mu.Unlock()

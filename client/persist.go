@@ -15,12 +15,6 @@ import (
 // goroutine writes each batch in one group commit, and the writer of a
 // packet waits only for the batch holding its own update.
 
-type stateUpdate struct {
-	seq   uint64
-	id    uint16
-	phase outbox.Phase
-}
-
 // stateBatch is the durability of one batch of updates.
 type stateBatch struct {
 	done chan struct{} // closed once written
@@ -37,7 +31,7 @@ type persister struct {
 	kick chan struct{} // capacity 1
 
 	mu      sync.Mutex // guards pending, current and stopped
-	pending []stateUpdate
+	pending []outbox.StateUpdate
 	current *stateBatch // the batch pending updates will belong to
 	stopped bool        // run has returned: enqueue writes by itself
 }
@@ -47,12 +41,12 @@ func newPersister(q outbox.Queue) *persister {
 }
 
 // enqueue adds an update and returns the batch that will make it durable.
-func (p *persister) enqueue(u stateUpdate) *stateBatch {
+func (p *persister) enqueue(u outbox.StateUpdate) *stateBatch {
 	p.mu.Lock()
 	if p.stopped {
 		p.mu.Unlock()
 		b := &stateBatch{done: make(chan struct{})}
-		b.err = writeStates(p.q, []stateUpdate{u})
+		b.err = writeStates(p.q, []outbox.StateUpdate{u})
 		close(b.done)
 		return b
 	}
@@ -98,7 +92,10 @@ func (p *persister) flush() {
 }
 
 // writeStates makes a batch durable in one group commit.
-func writeStates(q outbox.Queue, batch []stateUpdate) error {
+func writeStates(q outbox.Queue, batch []outbox.StateUpdate) error {
+	if sb, ok := q.(outbox.StateBatcher); ok {
+		return sb.SetStates(context.Background(), batch)
+	}
 	// Concurrent calls share the queue's group commit.
 	errs := make([]error, len(batch))
 	var wg sync.WaitGroup
@@ -106,7 +103,7 @@ func writeStates(q outbox.Queue, batch []stateUpdate) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = q.SetState(context.Background(), u.seq, u.id, u.phase)
+			errs[i] = q.SetState(context.Background(), u.Seq, u.PacketID, u.Phase)
 		}()
 	}
 	wg.Wait()

@@ -67,7 +67,7 @@ func (d *dispatcher) Put(key string, cp packets.ControlPacket) {
 		// The packet identifier must be durable before the PUBLISH is on the
 		// wire: a resend after a restart must reuse it, or the broker would
 		// take it for a new message. wireConn waits for this batch.
-		f.batch = d.persist.enqueue(stateUpdate{seq: f.seq, id: id, phase: outbox.PhaseSent})
+		f.batch = d.persist.enqueue(outbox.StateUpdate{Seq: f.seq, PacketID: id, Phase: outbox.PhaseSent})
 	}
 	d.mu.Unlock()
 }

@@ -388,6 +388,56 @@ func (b *Badger) SetState(ctx context.Context, seq uint64, packetID uint16, phas
 	return req.err
 }
 
+// SetStates implements StateBatcher: the updates are handed to the
+// committer together, so they share one commit (and one fsync) where they
+// fit in one batch. Each update is checked and written as by SetState; the
+// first error is returned, and the updates that could be written are.
+func (b *Badger) SetStates(ctx context.Context, updates []StateUpdate) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var first error
+	reqs := make([]writeReq, 0, len(updates))
+	b.mu.Lock()
+	for _, u := range updates {
+		if err := b.checkLiveLocked(u.Seq, u.Phase); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		reqs = append(reqs, writeReq{state: true, seq: u.Seq, packetID: u.PacketID, phase: u.Phase, done: make(chan struct{})})
+	}
+	if len(reqs) == 0 {
+		b.mu.Unlock()
+		return first
+	}
+	b.ops.Add(1)
+	b.mu.Unlock()
+	defer b.ops.Done()
+	sent := 0
+	for i := range reqs {
+		select {
+		case b.reqs <- &reqs[i]:
+			sent++
+		case <-ctx.Done():
+			if first == nil {
+				first = ctx.Err()
+			}
+		}
+		if sent < i+1 {
+			break
+		}
+	}
+	for i := range reqs[:sent] {
+		<-reqs[i].done // bounded: one commit each at most
+		if err := reqs[i].err; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // Remove implements Queue.Remove. Errors: ErrClosed.
 func (b *Badger) Remove(seqs ...uint64) error { return b.remove(seqs) }
 

@@ -450,6 +450,34 @@ var conformanceCases = []conformanceCase{
 			t.Fatalf("Wake capacity %d", cap(q.Wake()))
 		}
 	}},
+	{name: "SetStatesBatch", run: func(t *testing.T, h *harness) {
+		q := h.open(Options{})
+		var seqs []uint64
+		for i := 0; i < 5; i++ {
+			seqs = append(seqs, mustAppend(t, q, rec("t", "x")))
+		}
+		_ = q.Remove(seqs[4])
+		sb := q.(StateBatcher)
+		err := sb.SetStates(context.Background(), []StateUpdate{
+			{Seq: seqs[0], PacketID: 10, Phase: PhaseSent},
+			{Seq: seqs[1], PacketID: 11, Phase: PhaseReleased},
+			{Seq: seqs[4], PacketID: 14, Phase: PhaseSent}, // removed: ErrNotFound, the rest still written
+			{Seq: seqs[2], PacketID: 12, Phase: PhaseSent},
+		})
+		if !errors.Is(err, ErrNotFound) {
+			t.Fatalf("SetStates with a removed record: %v, want ErrNotFound", err)
+		}
+		recs := readAll(t, q)
+		want := map[uint64][2]int{seqs[0]: {10, int(PhaseSent)}, seqs[1]: {11, int(PhaseReleased)}, seqs[2]: {12, int(PhaseSent)}, seqs[3]: {0, int(PhaseQueued)}}
+		if len(recs) != 4 {
+			t.Fatalf("%d records", len(recs))
+		}
+		for _, r := range recs {
+			if w := want[r.Seq]; int(r.PacketID) != w[0] || int(r.Phase) != w[1] {
+				t.Errorf("seq %d: id %d phase %v, want %v", r.Seq, r.PacketID, r.Phase, w)
+			}
+		}
+	}},
 	{name: "SetState", run: func(t *testing.T, h *harness) {
 		q := h.open(Options{})
 		ctx := context.Background()

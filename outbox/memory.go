@@ -107,6 +107,26 @@ func (m *Memory) SetState(ctx context.Context, seq uint64, packetID uint16, phas
 	return nil
 }
 
+// SetStates implements StateBatcher.
+func (m *Memory) SetStates(ctx context.Context, updates []StateUpdate) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var first error
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, u := range updates {
+		if err := m.checkLiveLocked(u.Seq, u.Phase); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		m.setStateLocked(u.Seq, u.PacketID, u.Phase)
+	}
+	return first
+}
+
 // Remove implements Queue.Remove. Errors: ErrClosed.
 func (m *Memory) Remove(seqs ...uint64) error { return m.remove(seqs) }
 

@@ -131,7 +131,26 @@ type Queue interface {
 	Close() error
 }
 
+// StateUpdate is one SetState of a SetStates batch.
+type StateUpdate struct {
+	Seq      uint64
+	PacketID uint16
+	Phase    Phase
+}
+
+// StateBatcher is implemented by queues that record several in-flight
+// states at once, sharing one commit. Both implementations here do; a
+// client falls back to concurrent SetState calls for a Queue that does not.
+type StateBatcher interface {
+	// SetStates records each update as SetState would, and returns the
+	// first error (ErrClosed, ErrNotFound, ErrInvalidRecord, ErrDiskFull,
+	// ErrStorage, ctx.Err()); the updates that could be written are.
+	SetStates(ctx context.Context, updates []StateUpdate) error
+}
+
 var (
-	_ Queue = (*Badger)(nil)
-	_ Queue = (*Memory)(nil)
+	_ Queue        = (*Badger)(nil)
+	_ Queue        = (*Memory)(nil)
+	_ StateBatcher = (*Badger)(nil)
+	_ StateBatcher = (*Memory)(nil)
 )
