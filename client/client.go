@@ -33,8 +33,9 @@ type Client struct {
 	// by wireConn (see dispatcher.stale), so connecting never waits for it.
 	sendMu sync.Mutex
 
-	sess   atomic.Pointer[session] // the current connection attempt or connection
-	target atomic.Pointer[string]  // the broker the next dial goes to
+	sess   atomic.Pointer[session]  // the current connection attempt or connection
+	conn   atomic.Pointer[wireConn] // the current network connection
+	target atomic.Pointer[string]   // the broker the next dial goes to
 
 	stats   counters
 	closing atomic.Bool
@@ -175,7 +176,12 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.SetPingTimeout(cfg.KeepAlive / 4)
 	o.SetConnectTimeout(cfg.ConnectTimeout)
 	o.SetWriteTimeout(cfg.WriteTimeout)
-	o.SetMaxResumePubInFlight(cfg.MaxInflight)
+	// No MaxResumePubInFlight: the store paho resumes from holds only the
+	// in-flight window (at most MaxInflight messages, MaxInflightQoS2 of
+	// them QoS 2), so the resend burst is already within the broker's quota.
+	// (paho's resume throttle also races with the next connection: its
+	// helper goroutine reads c.stop unsynchronised, which -race reports.)
+	o.SetMaxResumePubInFlight(0)
 	o.SetResumeSubs(false) // subscriptions are restored by the client when the session is gone
 	o.SetAutoAckDisabled(true)
 	o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
@@ -187,7 +193,9 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 		if err != nil {
 			return nil, err
 		}
-		return &wireConn{Conn: conn, d: c.d, gen: c.d.dialed()}, nil
+		wc := &wireConn{Conn: conn, d: c.d, gen: c.d.dialed()}
+		c.conn.Store(wc)
+		return wc, nil
 	})
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		if s := c.sess.Load(); s != nil {

@@ -487,6 +487,19 @@ func (c *Client) send(s *session, r *outbox.Record) bool {
 	d.mu.Lock()
 	stored := d.pending == nil
 	d.pending = nil
+	if stored && r.QoS > 0 && tok.Error() != nil {
+		// paho stored the message but gave up queueing it (its write
+		// timeout): later messages must not overtake it on this
+		// connection. Dropping the connection makes paho's resume send
+		// everything in flight again, in order.
+		d.mu.Unlock()
+		c.log.Warn("holdfast: paho could not queue a publish; reconnecting to keep the order", "seq", r.Seq, "err", tok.Error())
+		if wc := c.conn.Load(); wc != nil {
+			wc.breakConn()
+		}
+		c.stats.sent.Add(1)
+		return false
+	}
 	if r.QoS == 0 {
 		stored = !isNotConnected(tok)
 		if stored {

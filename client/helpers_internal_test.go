@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/holdfast-mqtt/holdfast/outbox"
+	"github.com/holdfast-mqtt/holdfast/reconnect"
 )
 
 const phaseReleased = outbox.PhaseReleased
@@ -54,4 +55,8 @@ func startPersister(t *testing.T, d *dispatcher) {
 	done := make(chan struct{})
 	go func() { defer close(done); d.persist.run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+}
+
+func backoffFast() reconnect.Policy {
+	return reconnect.Policy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond}
 }

@@ -3,10 +3,12 @@ package client
 import (
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
@@ -31,6 +33,21 @@ type wireConn struct {
 	rerr error
 	scan pubrecScanner
 	ids  []uint16
+
+	broken atomic.Pointer[error] // set by breakConn
+}
+
+// errBroken is the read error paho sees after breakConn. paho ignores an
+// error that says the connection was closed locally (it then never reports
+// the loss), so the read must fail with an error of our own.
+var errBroken = errors.New("holdfast: connection dropped to resend in order")
+
+// breakConn makes the connection fail as a loss: paho reports it, and the
+// next connection's resume sends everything in flight again, in order.
+func (c *wireConn) breakConn() {
+	err := errBroken
+	c.broken.Store(&err)
+	_ = c.Conn.Close()
 }
 
 const (
@@ -48,6 +65,9 @@ func (c *wireConn) Read(p []byte) (int, error) {
 			c.rbuf = make([]byte, readBufSize)
 		}
 		n, err := c.Conn.Read(c.rbuf)
+		if b := c.broken.Load(); b != nil {
+			n, err = 0, *b
+		}
 		c.r, c.w, c.rerr = 0, n, err
 		if n > 0 {
 			c.ids = c.scan.scan(c.rbuf[:n], c.ids[:0])
