@@ -168,9 +168,11 @@ func TestDedupStore(t *testing.T) {
 		p.MessageID = id
 		s.Put(inboundKey(id), p)
 	}
+	payload := "p"
+	dupFlag := false
 	expect := func(step string, id uint16, want bool) {
 		t.Helper()
-		if got := s.firstDelivery(id); got != want {
+		if got := s.firstDelivery(id, dupFlag, []byte(payload)); got != want {
 			t.Errorf("%s: firstDelivery(%d) = %t, want %t", step, id, got, want)
 		}
 	}
@@ -181,7 +183,9 @@ func TestDedupStore(t *testing.T) {
 	expect("redelivery", 1, false)
 	pubrel(1)
 	publish(1, 2, true) // identifier reused; the first copy we see carries DUP
+	payload, dupFlag = "p2", true
 	expect("reused id, first copy with DUP", 1, true)
+	dupFlag = false
 	publish(1, 2, false) // a new message without PUBREL in between: the broker restarted the exchange
 	expect("new message without DUP", 1, true)
 	expect("handler called twice for one copy", 1, false)
@@ -192,6 +196,15 @@ func TestDedupStore(t *testing.T) {
 	pubrel(2)
 	publish(2, 2, false)
 	expect("second message with the same payload", 2, true)
+
+	// The broker's resend after its restart: PUBREL already seen, the same
+	// message again with DUP and the same payload. Not a new message.
+	pubrel(2)
+	publish(2, 2, true)
+	dupFlag = true
+	expect("broker resend after PUBREL", 2, false)
+	payload = "other"
+	expect("a different message under the identifier", 2, true)
 
 	// The store still stores.
 	if s.Get(inboundKey(2)) == nil {

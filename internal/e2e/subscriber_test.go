@@ -90,7 +90,7 @@ func NewSubscriber(url, clientID string, topics []string) (*Subscriber, error) {
 // was already handled, and records the others.
 func (s *Subscriber) handle(_ mqtt.Client, m mqtt.Message) {
 	now := time.Now()
-	if m.Qos() == 2 && !s.store.firstDelivery(m.MessageID()) {
+	if m.Qos() == 2 && !s.store.firstDelivery(m.MessageID(), m.Duplicate(), m.Payload()) {
 		s.mu.Lock()
 		s.skipped++
 		s.mu.Unlock()
@@ -173,12 +173,13 @@ func (s *Subscriber) Close() { s.c.Disconnect(250) }
 type dedupStore struct {
 	mqtt.Store
 
-	mu      sync.Mutex
-	handled map[uint16]bool // guarded by mu
+	mu        sync.Mutex
+	handled   map[uint16]bool   // guarded by mu
+	completed map[uint16]string // payload last handled under each id; guarded by mu
 }
 
 func newDedupStore() *dedupStore {
-	return &dedupStore{Store: mqtt.NewMemoryStore(), handled: map[uint16]bool{}}
+	return &dedupStore{Store: mqtt.NewMemoryStore(), handled: map[uint16]bool{}, completed: map[uint16]string{}}
 }
 
 // Put observes inbound QoS 2 PUBLISH and PUBREL packets, then stores.
@@ -202,12 +203,24 @@ func (s *dedupStore) Put(key string, cp packets.ControlPacket) {
 
 // firstDelivery reports whether the QoS 2 message with packet identifier id
 // has not been handled yet in its current exchange, and marks it handled.
-func (s *dedupStore) firstDelivery(id uint16) bool {
+//
+// A DUP copy of the last message completed under id, with the same payload,
+// is not a new message either: Mosquitto 2.0.11 restores an outgoing QoS 2
+// message whose PUBREL it had already sent as a PUBLISH after a graceful
+// restart, and sends it again with DUP (its log shows PUBLISH, PUBREC,
+// PUBREL, the restart, then PUBLISH d1 with the same message id). A message
+// the publisher sent twice reaches the broker as two messages and comes
+// with two different identifiers, so it is still counted.
+func (s *dedupStore) firstDelivery(id uint16, dup bool, payload []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.handled[id] {
 		return false
 	}
+	if dup && s.completed[id] == string(payload) {
+		return false
+	}
 	s.handled[id] = true
+	s.completed[id] = string(payload)
 	return true
 }

@@ -2,9 +2,9 @@ package testbroker
 
 import (
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/holdfast-mqtt/holdfast/internal/mosquitto"
 )
 
 // Environment variables read by this package.
@@ -13,45 +13,13 @@ const (
 	// test failure instead of a skip.
 	EnvRequireMosquitto = "HOLDFAST_REQUIRE_MOSQUITTO"
 	// EnvMosquitto names the mosquitto binary to use instead of searching for it.
-	EnvMosquitto = "HOLDFAST_MOSQUITTO"
+	EnvMosquitto = mosquitto.EnvBinary
 )
-
-// sbinDirs are searched after PATH: Debian installs mosquitto in /usr/sbin,
-// which is not on every user's PATH.
-var sbinDirs = []string{"/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/opt/homebrew/bin"}
 
 // MosquittoPath returns the path of the mosquitto binary and whether it was
 // found: $HOLDFAST_MOSQUITTO if set (found only if it is executable), else the
 // first "mosquitto" on PATH or in the usual sbin directories.
-func MosquittoPath() (string, bool) {
-	if p := os.Getenv(EnvMosquitto); p != "" {
-		return p, isExecutable(p)
-	}
-	return findTool("mosquitto", "")
-}
-
-// mosquittoPasswdPath finds mosquitto_passwd, preferring the directory of the
-// mosquitto binary in use.
-func mosquittoPasswdPath(mosquitto string) (string, bool) {
-	return findTool("mosquitto_passwd", filepath.Dir(mosquitto))
-}
-
-func findTool(name, preferDir string) (string, bool) {
-	if preferDir != "" {
-		if p := filepath.Join(preferDir, name); isExecutable(p) {
-			return p, true
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, true
-	}
-	for _, dir := range append(sbinDirs, "/usr/bin", "/usr/local/bin") {
-		if p := filepath.Join(dir, name); isExecutable(p) {
-			return p, true
-		}
-	}
-	return "", false
-}
+func MosquittoPath() (string, bool) { return mosquitto.Path() }
 
 func isExecutable(p string) bool {
 	fi, err := os.Stat(p)

@@ -26,10 +26,11 @@ import (
 type Subscriber struct {
 	c mqtt.Client
 
-	mu       sync.Mutex // guards the fields below
-	handled  map[uint16]bool
-	arrivals map[string][]Arrival
-	changed  chan struct{}
+	mu        sync.Mutex // guards the fields below
+	handled   map[uint16]bool
+	completed map[uint16]string // payload last handled under each QoS 2 identifier
+	arrivals  map[string][]Arrival
+	changed   chan struct{}
 }
 
 // Arrival is one received message.
@@ -57,7 +58,7 @@ func Start(o Options) (*Subscriber, error) {
 	if o.QoS == 0 {
 		o.QoS = 2
 	}
-	s := &Subscriber{handled: map[uint16]bool{}, arrivals: map[string][]Arrival{}, changed: make(chan struct{})}
+	s := &Subscriber{handled: map[uint16]bool{}, completed: map[uint16]string{}, arrivals: map[string][]Arrival{}, changed: make(chan struct{})}
 	opts := mqtt.NewClientOptions().
 		AddBroker(o.Broker).
 		SetClientID(o.ClientID).
@@ -102,7 +103,14 @@ func (s *Subscriber) handle(_ mqtt.Client, m mqtt.Message) {
 		if s.handled[m.MessageID()] {
 			return // the same QoS 2 exchange, seen again before PUBREL
 		}
+		if m.Duplicate() && s.completed[m.MessageID()] == string(m.Payload()) {
+			// Mosquitto 2.0.11 resends a QoS 2 message whose PUBREL it had
+			// sent as a PUBLISH after a graceful restart. A message sent
+			// twice by a publisher comes under another identifier.
+			return
+		}
 		s.handled[m.MessageID()] = true
+		s.completed[m.MessageID()] = string(m.Payload())
 	}
 	p := append([]byte(nil), m.Payload()...)
 	s.arrivals[m.Topic()] = append(s.arrivals[m.Topic()], Arrival{Seq: SeqOf(p), Payload: p, QoS: m.Qos(), Dup: m.Duplicate(), At: time.Now()})

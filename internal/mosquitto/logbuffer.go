@@ -1,4 +1,4 @@
-package testbroker
+package mosquitto
 
 import (
 	"sync"
