@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/holdfast-mqtt/holdfast/internal/testbroker"
+	"github.com/holdfast-mqtt/holdfast/outbox"
 )
 
 // TestBreakConnIsReportedAsALoss checks that dropping the connection from
@@ -35,5 +36,35 @@ func TestBreakConnIsReportedAsALoss(t *testing.T) {
 	}
 	if err := r.Wait(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// slowRemove delays Remove, as a busy disk would.
+type slowRemove struct{ outbox.Queue }
+
+func (s slowRemove) Remove(seqs ...uint64) error {
+	time.Sleep(50 * time.Millisecond)
+	return s.Queue.Remove(seqs...)
+}
+
+// TestFlushWakesAfterTheRemove checks that Flush returns when the last
+// acknowledged record leaves the outbox, even when the removal comes well
+// after the acknowledgement (Flush used to miss that wake-up and hang).
+func TestFlushWakesAfterTheRemove(t *testing.T) {
+	b := testbroker.StartEmbedded(t)
+	q := outbox.NewMemory(outbox.Options{})
+	defer q.Close()
+	c, err := New(Config{Brokers: []string{b.URL()}, ClientID: "flush", Outbox: slowRemove{q}, Backoff: backoffFast()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Publish(ctx, "t", []byte("1 x"), QoS1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatalf("Flush: %v (outbox length %d)", err, q.Stats().Len)
 	}
 }

@@ -147,6 +147,11 @@ func (d *dispatcher) retire(seq uint64) {
 	if err := d.q.Remove(seq); err != nil {
 		d.log.Error("holdfast: removing acknowledged record", "seq", seq, "err", err)
 	}
+	// Flush checks the outbox's length: wake it again now that the record
+	// is gone (the wake-up at the acknowledgement came before the Remove).
+	d.mu.Lock()
+	d.broadcastLocked()
+	d.mu.Unlock()
 	if d.hooks.OnAck != nil {
 		d.hooks.OnAck(seq)
 	}
@@ -513,6 +518,9 @@ func (c *Client) send(s *session, r *outbox.Record) bool {
 	}
 	if r.QoS == 0 {
 		_ = c.q.Remove(r.Seq)
+		d.mu.Lock()
+		d.broadcastLocked() // see retire
+		d.mu.Unlock()
 	}
 	c.stats.sent.Add(1)
 	return true

@@ -272,13 +272,13 @@ func drainOnce(ctx context.Context, e *env, n int, withSub bool) (drained, error
 	restarted = true
 	back := time.Now()
 	m.restarted(e.broker.Pid()) // a new broker process: count its CPU from its start
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	err = c.Flush(fctx)
 	cancel()
 	end := time.Now()
 	m.stop(&out.cpu, n)
 	if err != nil {
-		return out, fmt.Errorf("flush: %w", err)
+		return out, fmt.Errorf("flush: %w (stats %+v)", err, c.Stats())
 	}
 	up := time.Unix(0, connected.Load())
 	if up.Before(back) {

@@ -9,8 +9,12 @@ import (
 	"github.com/holdfast-mqtt/holdfast/client"
 )
 
-// closeTimeout bounds a client's Close at the end of a case.
-const closeTimeout = 30 * time.Second
+// closeTimeout bounds a client's Close at the end of a case; flushTimeout
+// the wait for the acknowledgements of a case's messages.
+const (
+	closeTimeout = 30 * time.Second
+	flushTimeout = 2 * time.Minute
+)
 
 // runHoldfast measures Holdfast: each goroutine publishes its share
 // (Publish returns once the message is durable as the mode says), then
@@ -74,10 +78,10 @@ func hfPublish(ctx context.Context, c *client.Client, topic string, opts client.
 	if err != nil {
 		return pub, fmt.Errorf("publish: %w", err)
 	}
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
 	defer cancel()
 	if err := c.Flush(fctx); err != nil {
-		return pub, fmt.Errorf("flush: %w", err)
+		return pub, fmt.Errorf("flush: %w (stats %+v)", err, c.Stats())
 	}
 	return pub, nil
 }

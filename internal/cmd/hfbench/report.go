@@ -221,6 +221,8 @@ func (r *Results) writeTable(w io.Writer) {
 		}
 		fmt.Fprintf(w, "; after building: RssAnon %.1f MiB, RssFile %.1f MiB (Badger's mapped files), Go heap in use %.1f MiB of %.1f MiB obtained; after reopening: RssAnon %.1f, RssFile %.1f MiB; outbox on disk %.1f MiB",
 			mib(s.AnonBuildKiB), mib(s.FileBuildKiB), mib(s.GoHeapInuseKiB), mib(s.GoHeapSysKiB), mib(s.AnonReopenKiB), mib(s.FileReopenKiB), mib(s.DiskKiB))
+		fmt.Fprintf(w, "; at the sampled peak: RssAnon %.1f + RssFile %.1f MiB (highest seen: %.1f and %.1f)",
+			mib(s.PeakAnonKiB), mib(s.PeakFileKiB), mib(s.MaxAnonKiB), mib(s.MaxFileKiB))
 		if s.GoMemLimit != "" {
 			fmt.Fprintf(w, "; GOMEMLIMIT=%s", s.GoMemLimit)
 		}

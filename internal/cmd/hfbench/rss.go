@@ -16,6 +16,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/holdfast-mqtt/holdfast/client"
@@ -47,6 +48,13 @@ type RSS struct {
 	FileBuildKiB  int64 `json:"rss_file_after_build_kib"`
 	AnonReopenKiB int64 `json:"rss_anon_after_reopen_kib"`
 	FileReopenKiB int64 `json:"rss_file_after_reopen_kib"`
+	// PeakAnonKiB and PeakFileKiB are RssAnon and RssFile at the highest
+	// VmRSS seen by a 50ms sampler (the peak's make-up); MaxAnonKiB and
+	// MaxFileKiB are the highest of each seen.
+	PeakAnonKiB int64 `json:"rss_anon_at_peak_kib"`
+	PeakFileKiB int64 `json:"rss_file_at_peak_kib"`
+	MaxAnonKiB  int64 `json:"rss_anon_max_kib"`
+	MaxFileKiB  int64 `json:"rss_file_max_kib"`
 	// GoMemLimit is the GOMEMLIMIT the child ran with ("" for none).
 	GoMemLimit string `json:"gomemlimit,omitempty"`
 	// ReopenSeconds is how long New took on the full outbox.
@@ -130,6 +138,8 @@ func rssChild(ctx context.Context, cfg *config, stdout io.Writer) error {
 		return client.New(client.Config{Brokers: []string{broker}, ClientID: "hfbench-rss", OutboxDir: cfg.childDir, MaxPayload: cfg.maxPayload})
 	}
 
+	stopSampler := sampleRSS(&r)
+	defer stopSampler()
 	c, err := newClient(unreachable)
 	if err != nil {
 		return err
@@ -200,10 +210,42 @@ func rssChild(ctx context.Context, cfg *config, stdout io.Writer) error {
 		r.HWMDrainKiB = procStatusKiB("VmHWM")
 		logf("drained in %v, VmHWM %d KiB", d, r.HWMDrainKiB)
 	}
+	stopSampler()
 	r.RSSEndKiB = procStatusKiB("VmRSS")
 	r.PeakKiB = max(r.HWMBuildKiB, r.HWMReopenKiB, r.HWMDrainKiB)
 	r.Pass = r.PeakKiB < rssLimitKiB
 	return json.NewEncoder(stdout).Encode(r)
+}
+
+// sampleRSS records the make-up of the resident set every 50ms until the
+// returned function is called (idempotent).
+func sampleRSS(r *RSS) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		var peak int64
+		for {
+			anon, file := procStatusKiB("RssAnon"), procStatusKiB("RssFile")
+			if anon+file > peak {
+				peak, r.PeakAnonKiB, r.PeakFileKiB = anon+file, anon, file
+			}
+			r.MaxAnonKiB, r.MaxFileKiB = max(r.MaxAnonKiB, anon), max(r.MaxFileKiB, file)
+			select {
+			case <-t.C:
+			case <-quit:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(quit)
+			<-done
+		})
+	}
 }
 
 // heapProfile writes prefix-phase.pprof (nothing when prefix is empty).
