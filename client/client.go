@@ -193,7 +193,7 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 		if err != nil {
 			return nil, err
 		}
-		wc := &wireConn{Conn: conn, d: c.d, gen: c.d.dialed()}
+		wc := &wireConn{Conn: conn, d: c.d, gen: c.d.dialed(), writeTimeout: cfg.WriteTimeout}
 		c.conn.Store(wc)
 		return wc, nil
 	})

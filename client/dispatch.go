@@ -257,32 +257,45 @@ func (d *dispatcher) pubrecs(ids []uint16) error {
 	return nil
 }
 
-// released makes sure the PUBREL of id may leave: its PUBREC is recorded
-// durably. pubrecs normally did it when the PUBREC was read.
-func (d *dispatcher) released(id uint16) error {
+// releasing is called as paho hands over the PUBREL of id: its PUBREC must
+// be durable before the PUBREL leaves (pubrecs normally recorded it when the
+// PUBREC was read). It returns the batch to wait for.
+func (d *dispatcher) releasing(id uint16) (b *stateBatch, seq uint64, ok bool) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	f := d.flights[id]
 	if f == nil || f.qos != 2 {
-		d.mu.Unlock()
-		return nil
+		return nil, 0, false
 	}
 	if f.phase == outbox.PhaseSent {
 		f.phase = outbox.PhaseReleased
 		f.batch = d.persist.enqueue(outbox.StateUpdate{Seq: f.seq, PacketID: id, Phase: outbox.PhaseReleased})
 	}
-	b, seq := f.batch, f.seq
-	d.mu.Unlock()
-	if err := d.durable(b, seq, id, outbox.PhaseReleased); err != nil {
-		return err
-	}
-	// The PUBREL goes out now: later QoS 0/1 messages may follow it.
+	return f.batch, f.seq, true
+}
+
+// pubrelWritten lifts the ordering barrier of id: its PUBREL is on the
+// wire, later QoS 0/1 messages may follow it.
+func (d *dispatcher) pubrelWritten(id uint16) {
 	d.mu.Lock()
-	if f := d.flights[id]; f != nil && !f.relSent {
+	if f := d.flights[id]; f != nil && f.qos == 2 && !f.relSent {
 		f.relSent = true
 		d.unreleased--
 		d.signal()
 	}
 	d.mu.Unlock()
+}
+
+// released makes sure the PUBREL of id may leave and records that it left.
+func (d *dispatcher) released(id uint16) error {
+	b, seq, ok := d.releasing(id)
+	if !ok {
+		return nil
+	}
+	if err := d.durable(b, seq, id, outbox.PhaseReleased); err != nil {
+		return err
+	}
+	d.pubrelWritten(id)
 	return nil
 }
 

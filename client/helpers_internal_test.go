@@ -1,10 +1,12 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,4 +61,34 @@ func startPersister(t *testing.T, d *dispatcher) {
 
 func backoffFast() reconnect.Policy {
 	return reconnect.Policy{InitialInterval: 10 * time.Millisecond, MaxInterval: 100 * time.Millisecond}
+}
+
+// syncBuf is a bytes.Buffer safe for a writer goroutine and a test.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
+}
+
+// waitLen waits (bounded) until s holds n bytes.
+func waitLen(t *testing.T, s *syncBuf, n int, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Len() < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if s.Len() != n {
+		t.Fatalf("%s: %d bytes written, want %d", msg, s.Len(), n)
+	}
 }

@@ -21,6 +21,15 @@ type stateBatch struct {
 	err  error         // set before done is closed
 }
 
+func (b *stateBatch) isDone() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (b *stateBatch) wait() error {
 	<-b.done
 	return b.err

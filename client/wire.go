@@ -9,8 +9,11 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/holdfast-mqtt/holdfast/outbox"
 )
 
 // wireConn is the connection paho reads and writes. paho writes every
@@ -20,7 +23,9 @@ import (
 // answer it with a PUBREL, so that after a reconnect or a restart the
 // exchange resumes with the PUBREL instead of a PUBLISH the broker would
 // take for a new message; and a QoS 2 PUBLISH leaves only once its packet
-// identifier is durable.
+// identifier is durable. Writes that must wait for durability queue, in
+// order, behind a writer goroutine, so that paho's single writer goroutine
+// is not blocked and the states of a window of messages share one commit.
 type wireConn struct {
 	net.Conn
 	d   *dispatcher
@@ -35,6 +40,9 @@ type wireConn struct {
 	ids  []uint16
 
 	broken atomic.Pointer[error] // set by breakConn
+
+	writeTimeout time.Duration
+	out          outQueue // see wirewrite.go
 }
 
 // errBroken is the read error paho sees after breakConn. paho ignores an
@@ -90,11 +98,11 @@ func (c *wireConn) Read(p []byte) (int, error) {
 }
 
 func (c *wireConn) Write(b []byte) (int, error) {
+	var w waitFor
 	if len(b) >= 4 && b[0]>>4 == ptypePubrel && b[1] == 2 {
 		id := binary.BigEndian.Uint16(b[2:4])
-		if err := c.d.released(id); err != nil {
-			return 0, fmt.Errorf("holdfast: recording PUBREL %d: %w", id, err)
-		}
+		w.batch, w.seq, w.ok = c.d.releasing(id)
+		w.id, w.phase, w.pubrel = id, outbox.PhaseReleased, true
 	} else if len(b) > 0 && b[0]>>4 == ptypePublish && b[0]&0x06 != 0 {
 		dup := b[0]&0x08 != 0
 		if id, ok := publishID(b); ok {
@@ -105,15 +113,13 @@ func (c *wireConn) Write(b []byte) (int, error) {
 				c.d.stats.suppressed.Add(1)
 				return len(b), nil
 			}
-			if err := c.d.durable(batch, seq, id, phase); err != nil {
-				return 0, fmt.Errorf("holdfast: recording QoS 2 packet identifier %d: %w", id, err)
-			}
+			w = waitFor{batch: batch, seq: seq, id: id, phase: phase, ok: true}
 		}
 		if dup {
 			c.d.stats.resent.Add(1)
 		}
 	}
-	return c.Conn.Write(b)
+	return c.write(b, w)
 }
 
 // publishID returns the packet identifier of a QoS 1/2 PUBLISH packet.
