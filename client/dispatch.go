@@ -286,19 +286,6 @@ func (d *dispatcher) pubrelWritten(id uint16) {
 	d.mu.Unlock()
 }
 
-// released makes sure the PUBREL of id may leave and records that it left.
-func (d *dispatcher) released(id uint16) error {
-	b, seq, ok := d.releasing(id)
-	if !ok {
-		return nil
-	}
-	if err := d.durable(b, seq, id, outbox.PhaseReleased); err != nil {
-		return err
-	}
-	d.pubrelWritten(id)
-	return nil
-}
-
 // durable waits for a state batch, and retries the one update alone if the
 // batch failed.
 func (d *dispatcher) durable(b *stateBatch, seq uint64, id uint16, phase outbox.Phase) error {

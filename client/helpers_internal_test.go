@@ -92,3 +92,17 @@ func waitLen(t *testing.T, s *syncBuf, n int, msg string) {
 		t.Fatalf("%s: %d bytes written, want %d", msg, s.Len(), n)
 	}
 }
+
+// released is what wireConn does around a PUBREL write (releasing, then
+// pubrelWritten once durable), in one call for tests and benchmarks.
+func (d *dispatcher) released(id uint16) error {
+	b, seq, ok := d.releasing(id)
+	if !ok {
+		return nil
+	}
+	if err := d.durable(b, seq, id, outbox.PhaseReleased); err != nil {
+		return err
+	}
+	d.pubrelWritten(id)
+	return nil
+}
