@@ -39,8 +39,8 @@ func (d *dispatcher) Put(key string, cp packets.ControlPacket) {
 	pub, isPub := cp.(*packets.PublishPacket)
 	if !out || !isPub {
 		d.mu.Lock()
-		if !out && isPub {
-			d.inboundPut(id, pub)
+		if !out {
+			d.inboundPut(id, cp)
 		}
 		d.other[key] = cp
 		d.mu.Unlock()
@@ -142,8 +142,6 @@ func (d *dispatcher) Del(key string) {
 			d.retire(f.seq)
 			return
 		}
-	} else {
-		d.inboundDel(id)
 	}
 	delete(d.other, key)
 	d.mu.Unlock()

@@ -66,12 +66,22 @@ func (c *Client) route(s Subscription) mqtt.MessageHandler {
 	}
 }
 
-// inboundPut and inboundDel track inbound QoS 2 exchanges (paho's "i.<id>"
-// keys): the entry lives from the PUBLISH until our PUBCOMP. Called with
-// d.mu held.
-func (d *dispatcher) inboundPut(uint16, *packets.PublishPacket) {}
-
-func (d *dispatcher) inboundDel(id uint16) { delete(d.inHandled, id) }
+// inboundPut tracks inbound QoS 2 exchanges through paho's "i.<id>" Puts:
+// a PUBLISH without DUP, or the broker's PUBREL, ends what is known of an
+// identifier (the next PUBLISH under it is a new message). A Del is no such
+// signal: paho's resume deletes stored inbound PUBLISH entries on every
+// reconnect, while the broker will still resend that PUBLISH with DUP.
+// Called with d.mu held.
+func (d *dispatcher) inboundPut(id uint16, cp packets.ControlPacket) {
+	switch p := cp.(type) {
+	case *packets.PublishPacket:
+		if !p.Dup {
+			delete(d.inHandled, id)
+		}
+	case *packets.PubrelPacket:
+		delete(d.inHandled, id)
+	}
+}
 
 // Subscribe adds a subscription and keeps it: it is restored whenever the
 // broker lost the session. When connected it waits for the SUBACK (or ctx);

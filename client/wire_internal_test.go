@@ -151,3 +151,40 @@ func TestPubrecScannerSplitsAnywhere(t *testing.T) {
 		}
 	}
 }
+
+// TestInboundQoS2DedupSurvivesResume: paho's resume deletes stored inbound
+// PUBLISH entries ("i.<id>") on every reconnect, and the broker then resends
+// that PUBLISH with DUP. The handler must not see it again; only a PUBLISH
+// without DUP, or the broker's PUBREL, starts a new message under the id.
+func TestInboundQoS2DedupSurvivesResume(t *testing.T) {
+	d := newDispatcher(newTestQueue(t), &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	in := func(dup bool) *packets.PublishPacket {
+		p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+		p.TopicName, p.Qos, p.MessageID, p.Dup = "t", 2, 5, dup
+		return p
+	}
+	handled := func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.inHandled[5] }
+	d.Put("i.5", in(false))
+	d.mu.Lock()
+	d.inHandled[5] = true // the handler accepted it
+	d.mu.Unlock()
+	d.Del("i.5")           // paho's resume on the next connection
+	d.Put("i.5", in(true)) // the broker's resend
+	if !handled() {
+		t.Fatal("a resent QoS 2 message would reach the handler again after a reconnect")
+	}
+	rel := packets.NewControlPacket(packets.Pubrel).(*packets.PubrelPacket)
+	rel.MessageID = 5
+	d.Put("i.5", rel)
+	if handled() {
+		t.Fatal("after the PUBREL the identifier still marks a handled message")
+	}
+	d.Put("i.5", in(false))
+	d.mu.Lock()
+	d.inHandled[5] = true
+	d.mu.Unlock()
+	d.Put("i.5", in(false)) // a new message under the identifier
+	if handled() {
+		t.Fatal("a new message (no DUP) was taken for a duplicate")
+	}
+}
