@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,15 @@ type Badger struct {
 	core
 	dir string
 	db  *badger.DB
+	// jr is the commit log in front of Badger (see journal.go); nil with
+	// NoSync or an EncryptionKey, where Badger itself syncs (or does not).
+	jr *journal
+	// maxJournalBatch bounds the bytes of records in one frame.
+	maxJournalBatch int64
+	// keepJournal (tests): Close leaves the journal's frames in place, as
+	// a power loss before the last checkpoint would.
+	keepJournal bool
+	checkpoints int // committer only; tests read it after Close
 
 	reqs   chan *writeReq // to the committer
 	kick   chan struct{}  // removals are pending (capacity 1)
@@ -114,9 +124,19 @@ func Open(dir string, opts Options) (*Badger, error) {
 	if err != nil {
 		return nil, classifyOpenErr(dir, err)
 	}
+	jr, err := openJournalFor(db, dir, o)
+	if err != nil {
+		_ = db.Close()
+		if isNoSpace(err) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrDiskFull, dir, err)
+		}
+		return nil, fmt.Errorf("%w: %s: journal: %v", ErrCorrupt, dir, err)
+	}
 	b := &Badger{
 		dir:             dir,
 		db:              db,
+		jr:              jr,
+		maxJournalBatch: math.MaxInt64,
 		reqs:            make(chan *writeReq, 1024),
 		kick:            make(chan struct{}, 1),
 		gcKick:          make(chan struct{}, 1),
@@ -130,9 +150,15 @@ func Open(dir string, opts Options) (*Badger, error) {
 		vlogFileSize:    bo.ValueLogFileSize,
 		nextSeq:         1,
 	}
+	if jr != nil {
+		b.maxJournalBatch = (jr.size - journalHdrSize) / 2
+	}
 	b.init(o, b)
 	b.trimOn.Store(o.Profile == ProfileDevice)
 	if err := b.load(); err != nil {
+		if jr != nil {
+			_ = jr.close()
+		}
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
 	}
@@ -513,11 +539,117 @@ func (b *Badger) Close() error {
 	close(b.quit)
 	b.wg.Wait()
 	err := b.db.Close()
+	if b.jr != nil {
+		// Badger closed without syncing its value log (SyncWrites is off):
+		// sync it here; then the journal's frames are no longer needed.
+		if err == nil && !b.keepJournal {
+			if err = syncFiles(b.dir); err == nil {
+				err = b.jr.reset()
+			}
+		}
+		if cerr := b.jr.close(); err == nil {
+			err = cerr
+		}
+	}
 	fixPerms(b.dir, b.opts.Logger)
 	if err != nil {
 		return classifyWriteErr(err)
 	}
 	return nil
+}
+
+// useJournal: the synced modes commit through the journal, except with
+// encryption (the journal would hold records in the clear).
+func useJournal(o Options) bool {
+	return o.Durability != NoSync && len(o.EncryptionKey) == 0
+}
+
+// journalSize is the journal's preallocated size: room for any record twice
+// over, at least 4 MiB (device) or 32 MiB (server) so that checkpoints are
+// rare (one per that many bytes of appends, states and removals).
+func journalSize(o Options) int64 {
+	size := int64(4 << 20)
+	if o.Profile == ProfileServer {
+		size = 32 << 20
+	}
+	return max(size, 2*int64(o.MaxRecordBytes)+journalMinBytes)
+}
+
+// openJournalFor opens the journal when o uses one. A journal left by an
+// earlier Open with other options is replayed all the same, then removed.
+func openJournalFor(db *badger.DB, dir string, o Options) (*journal, error) {
+	size := journalSize(o)
+	if !useJournal(o) {
+		if _, err := os.Stat(filepath.Join(dir, journalName)); err != nil {
+			return nil, nil // none
+		}
+		size = 0
+	}
+	jr, frames, err := openJournal(dir, size)
+	if err != nil {
+		return nil, err
+	}
+	if err := replayJournal(db, dir, jr, frames); err != nil {
+		_ = jr.close()
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	if useJournal(o) {
+		return jr, nil
+	}
+	if err := jr.close(); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(filepath.Join(dir, journalName)); err != nil {
+		return nil, err
+	}
+	return nil, syncDir(dir)
+}
+
+// replayJournal applies the journal's frames to Badger in order, one
+// transaction each, then checkpoints. Frames are sets and deletes of whole
+// keys, so applying one that Badger already holds changes nothing.
+func replayJournal(db *badger.DB, dir string, jr *journal, frames [][]byte) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	for i, p := range frames {
+		ops, err := decodeFrame(p)
+		if err != nil {
+			return fmt.Errorf("frame %d: %w", i, err)
+		}
+		txn := db.NewTransaction(true)
+		for _, op := range ops {
+			if op.del {
+				err = txn.Delete(op.key)
+			} else {
+				err = txn.Set(op.key, op.value)
+			}
+			if err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = txn.Commit()
+		}
+		txn.Discard()
+		if err != nil {
+			return fmt.Errorf("frame %d: %w", i, err)
+		}
+	}
+	if err := syncFiles(dir); err != nil {
+		return err
+	}
+	return jr.reset()
+}
+
+// checkpoint makes Badger's files durable and discards the journal's frames.
+// Committer only.
+func (b *Badger) checkpoint() error {
+	if err := syncFiles(b.dir); err != nil {
+		return err
+	}
+	b.checkpoints++
+	return b.jr.reset()
 }
 
 // peek implements backend.

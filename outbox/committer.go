@@ -88,16 +88,19 @@ func (b *Badger) pendingDeletes() int {
 
 // gather adds the requests already waiting, within the batch limits.
 func (b *Badger) gather(batch []*writeReq) []*writeReq {
-	var bytes int64
+	var bytes, raw int64
 	for _, r := range batch {
 		bytes += b.estimate(r)
+		raw += int64(len(r.value))
 	}
 	maxEntry := b.vThreshold + recordKeyLen + 2
-	for len(batch) < min(b.maxBatchCount, b.maxBatchEntries-1) && bytes+maxEntry <= b.maxBatchBytes {
+	maxRaw := b.maxJournalBatch - int64(b.opts.MaxRecordBytes)
+	for len(batch) < min(b.maxBatchCount, b.maxBatchEntries-1) && bytes+maxEntry <= b.maxBatchBytes && raw <= maxRaw {
 		select {
 		case r := <-b.reqs:
 			batch = append(batch, r)
 			bytes += b.estimate(r)
+			raw += int64(len(r.value))
 		default:
 			return batch
 		}
@@ -269,14 +272,24 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 	txn := b.db.NewTransaction(true)
 	defer txn.Discard()
 	var err error
+	jr := b.jr
+	if jr != nil {
+		jr.begin()
+	}
 	set := func(k, v []byte) {
 		if err == nil {
 			err = txn.Set(k, v)
+		}
+		if jr != nil {
+			jr.set(k, v)
 		}
 	}
 	del := func(k []byte) {
 		if err == nil {
 			err = txn.Delete(k)
+		}
+		if jr != nil {
+			jr.del(k)
 		}
 	}
 	writes := 0
@@ -315,7 +328,28 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 	if err != nil || writes == 0 {
 		return err
 	}
-	return txn.Commit()
+	if jr == nil {
+		return txn.Commit()
+	}
+	// Journal first: once the frame is synced the batch survives a power
+	// loss whatever happens to Badger's unsynced writes.
+	if !jr.fits(jr.payloadLen()) {
+		if err := b.checkpoint(); err != nil {
+			return err
+		}
+	}
+	if err := jr.commit(); err != nil {
+		return err
+	}
+	if err := txn.Commit(); err != nil {
+		// The frame is journaled but not applied; a replay would apply it
+		// after the caller was told it failed. A checkpoint discards it.
+		if cerr := b.checkpoint(); cerr != nil {
+			b.opts.Logger.Error("outbox: checkpoint after a failed commit failed", "err", cerr)
+		}
+		return err
+	}
+	return nil
 }
 
 // requeue puts removals back at the front of the queue.

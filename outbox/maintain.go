@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // maintain runs value-log garbage collection every GCInterval and after
@@ -43,6 +45,20 @@ func (b *Badger) runGC() {
 			b.opts.Logger.Warn("outbox: value-log GC skipped, disk nearly full", "free", free)
 			return
 		}
+	}
+	if b.jr != nil {
+		// Badger writes the values it moves without syncing them (SyncWrites
+		// is off) and then deletes the old file, unless an iterator is open:
+		// hold one, and sync the moved values before letting go of it.
+		txn := b.db.NewTransaction(false)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: metaNextSeqKey})
+		defer func() {
+			if err := syncFiles(b.dir); err != nil {
+				b.opts.Logger.Error("outbox: sync after value-log GC failed; moved values are durable only once the kernel writes them", "err", err)
+			}
+			it.Close() // Badger deletes the rewritten files now
+			txn.Discard()
+		}()
 	}
 	for i := 0; i < 8; i++ {
 		select {

@@ -1,0 +1,338 @@
+package outbox
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// The journal is the commit log in front of Badger for the synced modes
+// (GroupCommit, SyncEach) without encryption.
+//
+// Why: a synced Badger commit msyncs two memory-mapped files (the memtable's
+// write-ahead log and the value log), both sparse, so each sync also commits
+// file-system metadata; measured here at 0.4 ms for one record and 0.7 ms
+// for 16, against 0.17 ms for an fdatasync of a preallocated file. With the
+// journal, Badger runs with SyncWrites off and a commit is: one frame
+// written to the journal and fdatasync'd, then the same writes applied to
+// Badger (in the page cache, ~0.1 ms for 16 records).
+//
+// Recovery: a process crash loses nothing of Badger's (its writes are in
+// the page cache); a power loss may lose any Badger write since the last
+// checkpoint, and every such write is in the journal. Open replays the
+// journal's frames into Badger, in order (they are idempotent: sets and
+// deletes of whole keys), then checkpoints.
+//
+// Checkpoint: every file of the Badger directory is fsync'd, then the
+// journal header gets the next generation (fdatasync'd), which discards
+// every frame before it. It runs when the next frame would not fit, after a
+// Badger write failed (to discard the frame that was journaled but not
+// applied), at Open after a replay, and at Close.
+//
+// Value-log garbage collection moves live values into the current value log
+// (not synced) and deletes the old file. The maintainer keeps an iterator
+// open across the collection (Badger defers deleting files while one is
+// open) and syncs the directory before closing it, so a moved value is on
+// disk before its old copy is deleted.
+//
+// Layout: a 4 KiB header block (magic, version, generation, CRC-32C), then
+// frames: generation (8 bytes), payload length (4), CRC-32C of both and the
+// payload (4), payload. Replay stops at the first frame of another
+// generation, with a bad checksum, or running past the end. The file is
+// preallocated with zeros (so an fdatasync commits no metadata) and reused
+// from the start after each checkpoint.
+//
+// A frame's payload is a list of operations: 'S' key-length(2) key
+// value-length(4) value, or 'D' key-length(2) key.
+type journal struct {
+	f    *os.File
+	gen  uint64
+	off  int64 // where the next frame goes
+	size int64 // file size: frames end here
+	buf  []byte
+	// err is sticky: after a failed write or sync the page cache and the
+	// disk may disagree (a failed fsync is not retried), so the journal
+	// refuses every later frame.
+	err error
+}
+
+const (
+	journalName     = "holdfast.journal"
+	journalMagic    = 0x48464a31 // "HFJ1"
+	journalVersion  = 1
+	journalHdrSize  = 4096
+	frameHdrSize    = 16
+	opSet           = 'S'
+	opDelete        = 'D'
+	journalMinBytes = 1 << 20
+)
+
+// errJournalCorrupt: the header is unreadable and so is the first frame.
+var errJournalCorrupt = errors.New("journal header unreadable")
+
+// openJournal opens or creates the journal in dir, preallocated to at least
+// size bytes, and returns it with the payloads of the frames to replay.
+func openJournal(dir string, size int64) (*journal, [][]byte, error) {
+	path := filepath.Join(dir, journalName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	j := &journal{f: f}
+	fail := func(err error) (*journal, [][]byte, error) {
+		_ = f.Close()
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	fresh := fi.Size() < journalHdrSize
+	if fi.Size() < size {
+		if err := fillZeros(f, fi.Size(), size); err != nil {
+			return fail(err)
+		}
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
+		if err := syncDir(dir); err != nil {
+			return fail(err)
+		}
+	}
+	j.size = max(size, fi.Size())
+	if fresh {
+		j.gen = 1
+		j.off = journalHdrSize
+		if err := j.writeHeader(j.gen); err != nil {
+			return fail(err)
+		}
+		return j, nil, nil
+	}
+	gen, ok := j.readHeader()
+	if !ok {
+		// A torn header: the first frame, if whole, names the generation.
+		g, _, ok := j.readFrame(journalHdrSize, 0)
+		if !ok {
+			return fail(fmt.Errorf("%w: %s", errJournalCorrupt, path))
+		}
+		gen = g
+	}
+	j.gen = gen
+	var frames [][]byte
+	off := int64(journalHdrSize)
+	for {
+		_, p, ok := j.readFrame(off, gen)
+		if !ok {
+			break
+		}
+		frames = append(frames, p)
+		off += frameHdrSize + int64(len(p))
+	}
+	j.off = off
+	return j, frames, nil
+}
+
+func fillZeros(f *os.File, from, to int64) error {
+	zeros := make([]byte, 1<<20)
+	for off := from; off < to; {
+		n := min(int64(len(zeros)), to-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+func (j *journal) writeHeader(gen uint64) error {
+	var h [20]byte
+	binary.BigEndian.PutUint32(h[0:], journalMagic)
+	binary.BigEndian.PutUint32(h[4:], journalVersion)
+	binary.BigEndian.PutUint64(h[8:], gen)
+	binary.BigEndian.PutUint32(h[16:], crc32.Checksum(h[:16], castagnoli))
+	if _, err := j.f.WriteAt(h[:], 0); err != nil {
+		return err
+	}
+	return fdatasync(j.f)
+}
+
+func (j *journal) readHeader() (uint64, bool) {
+	var h [20]byte
+	if _, err := j.f.ReadAt(h[:], 0); err != nil {
+		return 0, false
+	}
+	if binary.BigEndian.Uint32(h[0:]) != journalMagic || binary.BigEndian.Uint32(h[4:]) != journalVersion ||
+		crc32.Checksum(h[:16], castagnoli) != binary.BigEndian.Uint32(h[16:]) {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(h[8:]), true
+}
+
+// readFrame reads the frame at off; gen 0 accepts any generation.
+func (j *journal) readFrame(off int64, gen uint64) (uint64, []byte, bool) {
+	if off+frameHdrSize > j.size {
+		return 0, nil, false
+	}
+	var h [frameHdrSize]byte
+	if _, err := j.f.ReadAt(h[:], off); err != nil {
+		return 0, nil, false
+	}
+	g := binary.BigEndian.Uint64(h[0:])
+	n := int64(binary.BigEndian.Uint32(h[8:]))
+	if g == 0 || (gen != 0 && g != gen) || off+frameHdrSize+n > j.size {
+		return 0, nil, false
+	}
+	p := make([]byte, n)
+	if _, err := j.f.ReadAt(p, off+frameHdrSize); err != nil && !errors.Is(err, io.EOF) {
+		return 0, nil, false
+	}
+	crc := crc32.Update(crc32.Checksum(h[:12], castagnoli), castagnoli, p)
+	if crc != binary.BigEndian.Uint32(h[12:]) {
+		return 0, nil, false
+	}
+	return g, p, true
+}
+
+// fits reports whether a frame with n bytes of payload fits before the end.
+func (j *journal) fits(n int) bool { return j.off+frameHdrSize+int64(n) <= j.size }
+
+// begin starts the payload of the next frame in j.buf.
+func (j *journal) begin() { j.buf = append(j.buf[:0], make([]byte, frameHdrSize)...) }
+
+func (j *journal) set(k, v []byte) {
+	j.buf = append(j.buf, opSet)
+	j.buf = binary.BigEndian.AppendUint16(j.buf, uint16(len(k)))
+	j.buf = append(j.buf, k...)
+	j.buf = binary.BigEndian.AppendUint32(j.buf, uint32(len(v)))
+	j.buf = append(j.buf, v...)
+}
+
+func (j *journal) del(k []byte) {
+	j.buf = append(j.buf, opDelete)
+	j.buf = binary.BigEndian.AppendUint16(j.buf, uint16(len(k)))
+	j.buf = append(j.buf, k...)
+}
+
+// payloadLen is the length of the frame being built.
+func (j *journal) payloadLen() int { return len(j.buf) - frameHdrSize }
+
+// commit writes the frame built in j.buf and fdatasyncs it. The caller
+// checked fits.
+func (j *journal) commit() error {
+	if j.err != nil {
+		return j.err
+	}
+	h := j.buf[:frameHdrSize]
+	binary.BigEndian.PutUint64(h[0:], j.gen)
+	binary.BigEndian.PutUint32(h[8:], uint32(j.payloadLen()))
+	crc := crc32.Update(crc32.Checksum(h[:12], castagnoli), castagnoli, j.buf[frameHdrSize:])
+	binary.BigEndian.PutUint32(h[12:], crc)
+	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
+		j.err = fmt.Errorf("journal write: %w", err)
+		return j.err
+	}
+	if err := fdatasync(j.f); err != nil {
+		j.err = fmt.Errorf("journal sync: %w", err)
+		return j.err
+	}
+	j.off += int64(len(j.buf))
+	return nil
+}
+
+// reset discards every frame: the next generation starts at the first
+// frame. The caller synced Badger first.
+func (j *journal) reset() error {
+	if j.err != nil {
+		return j.err
+	}
+	if err := j.writeHeader(j.gen + 1); err != nil {
+		j.err = fmt.Errorf("journal header: %w", err)
+		return j.err
+	}
+	j.gen++
+	j.off = journalHdrSize
+	return nil
+}
+
+func (j *journal) close() error { return j.f.Close() }
+
+// journalOp is one decoded operation of a frame.
+type journalOp struct {
+	del        bool
+	key, value []byte
+}
+
+// decodeFrame splits a frame's payload into operations.
+func decodeFrame(p []byte) ([]journalOp, error) {
+	var ops []journalOp
+	for len(p) > 0 {
+		op := p[0]
+		if (op != opSet && op != opDelete) || len(p) < 3 {
+			return nil, fmt.Errorf("bad journal operation %q", op)
+		}
+		kl := int(binary.BigEndian.Uint16(p[1:]))
+		p = p[3:]
+		if len(p) < kl {
+			return nil, errors.New("short journal key")
+		}
+		o := journalOp{del: op == opDelete, key: p[:kl]}
+		p = p[kl:]
+		if op == opSet {
+			if len(p) < 4 {
+				return nil, errors.New("short journal value length")
+			}
+			vl := int(binary.BigEndian.Uint32(p))
+			p = p[4:]
+			if len(p) < vl {
+				return nil, errors.New("short journal value")
+			}
+			o.value = p[:vl]
+			p = p[vl:]
+		}
+		ops = append(ops, o)
+	}
+	return ops, nil
+}
+
+// syncFiles fsyncs every regular file in dir except the journal, then dir
+// itself. Writes made through Badger's memory maps are in the page cache,
+// so an fsync of the file covers them. Files that vanish meanwhile (Badger
+// deletes flushed memtables and compacted tables) are skipped.
+func syncFiles(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || e.Name() == journalName {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		_ = f.Close()
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sync %s: %w", e.Name(), err)
+		}
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,317 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// snapshot copies the Badger files of dir (not the journal) to a new
+// directory: what a disk holds after a checkpoint.
+func snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	to := t.TempDir()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || e.Name() == journalName {
+			continue
+		}
+		copyFile(t, filepath.Join(dir, e.Name()), filepath.Join(to, e.Name()))
+	}
+	return to
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restore replaces the Badger files of dir with those of snap, keeping the
+// journal: Badger lost every write since the snapshot, the journal none.
+func restore(t *testing.T, snap, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() != journalName {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ents, err = os.ReadDir(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		copyFile(t, filepath.Join(snap, e.Name()), filepath.Join(dir, e.Name()))
+	}
+}
+
+// TestJournalReplaysWhatBadgerLost simulates a power loss: Badger's files
+// go back to the last checkpoint, the journal keeps its synced frames.
+// Appends, state changes and removals made after the checkpoint must all be
+// back after Open, and nothing removed may return.
+func TestJournalReplaysWhatBadgerLost(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	o := Options{RemoveDelay: 1}
+	q, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.jr == nil {
+		t.Fatal("GroupCommit without a key does not use the journal")
+	}
+	for i := 0; i < 100; i++ {
+		if _, err := q.Append(ctx, &Record{Topic: "before", QoS: 1, Payload: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil { // checkpoint
+		t.Fatal(err)
+	}
+	snap := snapshot(t, dir)
+
+	q, err = Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for i := 0; i < 300; i++ {
+		seq, err := q.Append(ctx, &Record{Topic: "after", QoS: 2, Payload: bytes.Repeat([]byte{byte(i)}, 200)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	// Remove the first 50 of the earlier records and 10 of the new ones;
+	// put two new ones in flight.
+	for seq := uint64(1); seq <= 50; seq++ {
+		if err := q.Remove(seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Remove(seqs[:10]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.SetState(ctx, seqs[10], 7, PhaseReleased); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.SetState(ctx, seqs[11], 8, PhaseSent); err != nil {
+		t.Fatal(err)
+	}
+	want := q.Stats()
+	q.keepJournal = true
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	restore(t, snap, dir)
+	q = openT(t, dir, o)
+	got := q.Stats()
+	if got.Len != want.Len || got.LastSeq != want.LastSeq || got.InFlight != 2 {
+		t.Fatalf("after replay: %d records, last seq %d, %d in flight; want %d, %d, 2", got.Len, got.LastSeq, got.InFlight, want.Len, want.LastSeq)
+	}
+	recs, err := q.Read(0, 1000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 50+290 {
+		t.Fatalf("read %d records, want 340", len(recs))
+	}
+	for i, r := range recs {
+		switch {
+		case i < 50:
+			if r.Seq != uint64(51+i) || r.Topic != "before" || string(r.Payload) != fmt.Sprint(50+i) {
+				t.Fatalf("record %d: seq %d %q %q", i, r.Seq, r.Topic, r.Payload)
+			}
+		default:
+			k := i - 50 + 10
+			if r.Seq != seqs[k] || r.Topic != "after" || !bytes.Equal(r.Payload, bytes.Repeat([]byte{byte(k)}, 200)) {
+				t.Fatalf("record %d: seq %d %q, want seq %d", i, r.Seq, r.Topic, seqs[k])
+			}
+		}
+	}
+	if recs[50].PacketID != 7 || recs[50].Phase != PhaseReleased || recs[51].PacketID != 8 || recs[51].Phase != PhaseSent {
+		t.Fatalf("states: %+v %+v", recs[50], recs[51])
+	}
+	// Sequences continue after the replayed ones.
+	seq, err := q.Append(ctx, &Record{Topic: "next", QoS: 1})
+	if err != nil || seq != want.LastSeq+1 {
+		t.Fatalf("next append got seq %d (%v), want %d", seq, err, want.LastSeq+1)
+	}
+}
+
+// TestJournalCheckpointsWhenFull writes more than the journal holds: the
+// committer checkpoints and goes on, and a replay after the last checkpoint
+// restores what came after it.
+func TestJournalCheckpointsWhenFull(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	q, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("x"), 4000)
+	n := int(q.jr.size/4000) + 500 // past the end of the journal
+	for i := 0; i < n; i++ {
+		if _, err := q.Append(ctx, &Record{Topic: "t", QoS: 1, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.keepJournal = true
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if q.checkpoints == 0 {
+		t.Fatalf("no checkpoint after %d appends of 4000 bytes into a %d-byte journal", n, q.jr.size)
+	}
+	q = openT(t, dir, Options{})
+	if s := q.Stats(); s.Len != n || s.LastSeq != uint64(n) {
+		t.Fatalf("after reopen: %d records, last %d; want %d", s.Len, s.LastSeq, n)
+	}
+}
+
+func TestJournalFrames(t *testing.T) {
+	dir := t.TempDir()
+	j, frames, err := openJournal(dir, journalMinBytes)
+	if err != nil || len(frames) != 0 {
+		t.Fatalf("fresh journal: %v, %d frames", err, len(frames))
+	}
+	write := func(j *journal, keys ...string) {
+		t.Helper()
+		j.begin()
+		for _, k := range keys {
+			j.set([]byte(k), []byte("v-"+k))
+			j.del([]byte("gone-" + k))
+		}
+		if err := j.commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reopen := func() (*journal, [][]byte) {
+		t.Helper()
+		if err := j.close(); err != nil {
+			t.Fatal(err)
+		}
+		j2, frames, err := openJournal(dir, journalMinBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j2, frames
+	}
+	write(j, "a")
+	write(j, "b", "c")
+	third := j.off
+	write(j, "d")
+	j, frames = reopen()
+	if len(frames) != 3 {
+		t.Fatalf("%d frames, want 3", len(frames))
+	}
+	ops, err := decodeFrame(frames[1])
+	if err != nil || len(ops) != 4 || string(ops[0].key) != "b" || string(ops[0].value) != "v-b" || !ops[1].del || string(ops[1].key) != "gone-b" {
+		t.Fatalf("frame 2 decoded to %+v, %v", ops, err)
+	}
+
+	// A torn last frame is not replayed; the ones before it are.
+	if _, err := j.f.WriteAt([]byte{0xff}, third+frameHdrSize+2); err != nil {
+		t.Fatal(err)
+	}
+	j, frames = reopen()
+	if len(frames) != 2 || j.off != third {
+		t.Fatalf("after tearing frame 3: %d frames, next at %d; want 2 at %d", len(frames), j.off, third)
+	}
+
+	// After a reset, older frames further on are never replayed.
+	if err := j.reset(); err != nil {
+		t.Fatal(err)
+	}
+	write(j, "e")
+	j, frames = reopen()
+	if len(frames) != 1 {
+		t.Fatalf("after reset and one frame: %d frames, want 1", len(frames))
+	}
+	if ops, _ := decodeFrame(frames[0]); string(ops[0].key) != "e" {
+		t.Fatalf("replayed %q, want e", ops[0].key)
+	}
+
+	// A torn header: the first frame names the generation.
+	if _, err := j.f.WriteAt([]byte{0, 0, 0, 0}, 0); err != nil {
+		t.Fatal(err)
+	}
+	j, frames = reopen()
+	if len(frames) != 1 {
+		t.Fatalf("with a torn header: %d frames, want 1", len(frames))
+	}
+	if err := j.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := decodeFrame([]byte{'S', 0, 5, 'a'}); err == nil {
+		t.Fatal("a short frame decoded")
+	}
+}
+
+// TestJournalReplayedUnderOtherOptions: a journal left by a GroupCommit
+// Open is replayed by a NoSync Open (which has no journal of its own), then
+// removed.
+func TestJournalReplayedUnderOtherOptions(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	q, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snap := snapshot(t, dir)
+	q, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := q.Append(ctx, &Record{Topic: "t", QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.keepJournal = true
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	restore(t, snap, dir)
+	q = openT(t, dir, Options{Durability: NoSync})
+	if q.jr != nil {
+		t.Fatal("NoSync opened a journal")
+	}
+	if s := q.Stats(); s.Len != 10 {
+		t.Fatalf("%d records after replay, want 10", s.Len)
+	}
+	if _, err := os.Stat(filepath.Join(dir, journalName)); !os.IsNotExist(err) {
+		t.Fatalf("journal still there after a NoSync Open: %v", err)
+	}
+}
