@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,10 +35,16 @@ type Badger struct {
 	jr *journal
 	// maxJournalBatch bounds the bytes of records in one frame.
 	maxJournalBatch int64
+	// With the journal, records appended since the last checkpoint are only
+	// there: mem says where each one's value is. Records with seq <= spilled
+	// are in Badger (spilled is MaxUint64 without a journal). Guarded by
+	// core.mu; written by the committer only.
+	mem     map[uint64]jref
+	spilled uint64
 	// keepJournal (tests): Close leaves the journal's frames in place, as
 	// a power loss before the last checkpoint would.
 	keepJournal bool
-	checkpoints int // committer only; tests read it after Close
+	checkpoints atomic.Int64 // tests
 
 	reqs   chan *writeReq // to the committer
 	kick   chan struct{}  // removals are pending (capacity 1)
@@ -60,6 +68,7 @@ type Badger struct {
 
 	// Owned by the committer goroutine (set by Open before it starts).
 	nextSeq uint64
+	metaSeq uint64 // the next sequence as Badger has it (journal mode)
 
 	// trimOn: the device profile pages out mapped files every trimEvery
 	// bytes written or read (trimBytes counts them).
@@ -79,8 +88,9 @@ type writeReq struct {
 	packetID uint16
 	phase    Phase
 
-	skip     bool // state: nothing to write (record gone, or already queued)
-	delState bool // state: PhaseQueued, delete the stored state
+	jpos     int64 // append: where its value is in the journal
+	skip     bool  // state: nothing to write (record gone, or already queued)
+	delState bool  // state: PhaseQueued, delete the stored state
 	err      error
 	done     chan struct{}
 }
@@ -150,8 +160,10 @@ func Open(dir string, opts Options) (*Badger, error) {
 		vlogFileSize:    bo.ValueLogFileSize,
 		nextSeq:         1,
 	}
+	b.spilled = math.MaxUint64
 	if jr != nil {
 		b.maxJournalBatch = (jr.size - journalHdrSize) / 2
+		b.mem = make(map[uint64]jref)
 	}
 	b.init(o, b)
 	b.trimOn.Store(o.Profile == ProfileDevice)
@@ -161,6 +173,9 @@ func Open(dir string, opts Options) (*Badger, error) {
 		}
 		_ = db.Close()
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
+	}
+	if jr != nil {
+		b.spilled = b.lastSeq // replayed and checkpointed: all in Badger
 	}
 	fixPerms(dir, o.Logger)
 	if b.trimOn.Load() {
@@ -283,6 +298,7 @@ func (b *Badger) load() error {
 	}
 	next := max(metaNext, b.idx.last+1, 1)
 	b.nextSeq = next
+	b.metaSeq = metaNext
 	b.lastSeq = next - 1
 	return nil
 }
@@ -471,6 +487,9 @@ func (b *Badger) Remove(seqs ...uint64) error { return b.remove(seqs) }
 func (b *Badger) Stats() Stats { return b.stats() }
 
 // Read implements Queue.Read. Errors: ErrClosed.
+//
+// Records up to b.spilled are read from Badger, the newer ones from the
+// journal; a record a checkpoint moved meanwhile is looked up in Badger.
 func (b *Badger) Read(after uint64, max int, buf []Record) ([]Record, error) {
 	if err := b.begin(); err != nil {
 		return buf, err
@@ -483,10 +502,9 @@ func (b *Badger) Read(after uint64, max int, buf []Record) ([]Record, error) {
 	if !ok {
 		return buf, nil
 	}
-	txn := b.db.NewTransaction(false)
-	defer txn.Discard()
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
-	defer it.Close()
+	b.mu.Lock()
+	spilled := b.spilled
+	b.mu.Unlock()
 	want := max
 	cands := make([]cand, 0, min(want, 256))
 	flush := func() {
@@ -495,36 +513,127 @@ func (b *Badger) Read(after uint64, max int, buf []Record) ([]Record, error) {
 		want -= len(buf) - before
 		cands = cands[:0]
 	}
-	for it.Seek(recordSeek(from)); it.Valid() && want > 0; it.Next() {
-		item := it.Item()
-		seq, size, ok := parseRecordKey(item.Key())
-		if !ok {
-			continue
-		}
-		if seq > to {
-			break
-		}
-		cd := cand{seq: seq, size: size}
-		verr := item.Value(func(v []byte) error {
-			if err := decodeRecord(v, &cd.rec); err != nil {
-				cd.err = err
-				cd.raw = append([]byte(nil), v...)
-			}
-			return nil
-		})
-		if verr != nil {
-			cd.err = verr
-		}
+	push := func(cd cand) {
 		cands = append(cands, cd)
-		b.count(int64(size))
+		b.count(int64(cd.size))
 		if len(cands) >= want || len(cands) == cap(cands) {
 			flush()
 		}
+	}
+	if from <= spilled {
+		txn := b.db.NewTransaction(false)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixRecord}})
+		for it.Seek(recordSeek(from)); it.Valid() && want > 0; it.Next() {
+			item := it.Item()
+			seq, size, ok := parseRecordKey(item.Key())
+			if !ok {
+				continue
+			}
+			if seq > to || seq > spilled {
+				break
+			}
+			var cd cand
+			// Decoded inside: v is valid only there. push runs outside, as
+			// it may call OnDrop.
+			if err := item.Value(func(v []byte) error { cd = makeCand(seq, size, v); return nil }); err != nil {
+				cd = cand{seq: seq, size: size, err: err}
+			}
+			push(cd)
+		}
+		it.Close()
+		txn.Discard()
+	}
+	if want > 0 && to > spilled {
+		b.readNew(spilled, from, to, &want, push)
 	}
 	if len(cands) > 0 {
 		flush()
 	}
 	return buf, nil
+}
+
+// readNew reads the live records in [from, to] above spilled (the
+// checkpoint Read started from), in order, until want is 0.
+func (b *Badger) readNew(spilled, from, to uint64, want *int, push func(cand)) {
+	type ref struct {
+		seq  uint64
+		size uint32
+	}
+	var refs []ref
+	var v []byte
+	after := max(spilled, from-1)
+	for *want > 0 {
+		refs = refs[:0]
+		b.mu.Lock()
+		for seq := b.idx.next(after); seq != 0 && seq <= to && len(refs) < min(*want, 256); seq = b.idx.next(seq) {
+			refs = append(refs, ref{seq, b.idx.size(seq)})
+		}
+		b.mu.Unlock()
+		if len(refs) == 0 {
+			return
+		}
+		for _, r := range refs {
+			if *want <= 0 {
+				return
+			}
+			after = r.seq
+			var ok bool
+			if v, ok = b.readJournal(r.seq, v); ok {
+				push(makeCand(r.seq, r.size, v))
+				continue
+			}
+			// Moved to Badger by a checkpoint, or removed.
+			var cd cand
+			err := b.db.View(func(txn *badger.Txn) error {
+				item, err := txn.Get(recordKey(r.seq, r.size))
+				if err != nil {
+					return err
+				}
+				return item.Value(func(v []byte) error { cd = makeCand(r.seq, r.size, v); return nil })
+			})
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				continue
+			case err != nil:
+				cd = cand{seq: r.seq, size: r.size, err: err}
+			}
+			push(cd)
+		}
+	}
+}
+
+// makeCand decodes a stored record; an undecodable one keeps its bytes for
+// quarantine.
+func makeCand(seq uint64, size uint32, v []byte) cand {
+	cd := cand{seq: seq, size: size}
+	if err := decodeRecord(v, &cd.rec); err != nil {
+		cd.err = err
+		cd.raw = append([]byte(nil), v...)
+	}
+	return cd
+}
+
+// readJournal returns the value of record seq if it lives in the journal.
+// The journal's bytes are reused after a checkpoint, so the value counts
+// only if the record is still there after reading it.
+func (b *Badger) readJournal(seq uint64, buf []byte) ([]byte, bool) {
+	if b.jr == nil {
+		return nil, false
+	}
+	b.mu.Lock()
+	ref, ok := b.mem[seq]
+	b.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	v, err := b.jr.read(ref, buf)
+	if err != nil {
+		return nil, false
+	}
+	b.mu.Lock()
+	now, ok := b.mem[seq]
+	b.mu.Unlock()
+	return v, ok && now == ref
 }
 
 // Close implements Queue. It waits for running calls, writes pending
@@ -540,12 +649,11 @@ func (b *Badger) Close() error {
 	b.wg.Wait()
 	err := b.db.Close()
 	if b.jr != nil {
-		// Badger closed without syncing its value log (SyncWrites is off):
-		// sync it here; then the journal's frames are no longer needed.
-		if err == nil && !b.keepJournal {
-			if err = syncFiles(b.dir); err == nil {
-				err = b.jr.reset()
-			}
+		// The committer checkpointed before it stopped; Badger's Close
+		// wrote more (its memtable as a table, the value log's end) without
+		// syncing all of it.
+		if err == nil && !b.keepJournal && !b.jr.nosync {
+			err = syncFiles(b.dir)
 		}
 		if cerr := b.jr.close(); err == nil {
 			err = cerr
@@ -558,11 +666,9 @@ func (b *Badger) Close() error {
 	return nil
 }
 
-// useJournal: the synced modes commit through the journal, except with
+// useJournal: every mode commits through the journal, except with
 // encryption (the journal would hold records in the clear).
-func useJournal(o Options) bool {
-	return o.Durability != NoSync && len(o.EncryptionKey) == 0
-}
+func useJournal(o Options) bool { return len(o.EncryptionKey) == 0 }
 
 // journalSize is the journal's preallocated size: room for any record twice
 // over, at least 4 MiB (device) or 32 MiB (server) so that checkpoints are
@@ -571,6 +677,9 @@ func journalSize(o Options) int64 {
 	size := int64(4 << 20)
 	if o.Profile == ProfileServer {
 		size = 32 << 20
+	}
+	if o.journalBytes > 0 {
+		return max(o.journalBytes, 2*int64(o.MaxRecordBytes)+journalHdrSize)
 	}
 	return max(size, 2*int64(o.MaxRecordBytes)+journalMinBytes)
 }
@@ -589,6 +698,7 @@ func openJournalFor(db *badger.DB, dir string, o Options) (*journal, error) {
 	if err != nil {
 		return nil, err
 	}
+	jr.nosync = o.Durability == NoSync
 	if err := replayJournal(db, dir, jr, frames); err != nil {
 		_ = jr.close()
 		return nil, fmt.Errorf("replay: %w", err)
@@ -618,11 +728,22 @@ func replayJournal(db *badger.DB, dir string, jr *journal, frames [][]byte) erro
 			return fmt.Errorf("frame %d: %w", i, err)
 		}
 		txn := db.NewTransaction(true)
-		for _, op := range ops {
+		apply := func(op journalOp) error {
 			if op.del {
-				err = txn.Delete(op.key)
-			} else {
-				err = txn.Set(op.key, op.value)
+				return txn.Delete(op.key)
+			}
+			return txn.Set(op.key, op.value)
+		}
+		for _, op := range ops {
+			err = apply(op)
+			if errors.Is(err, badger.ErrTxnTooBig) {
+				// A frame fits one transaction as written; split it anyway
+				// rather than fail an Open.
+				if err = txn.Commit(); err != nil {
+					break
+				}
+				txn = db.NewTransaction(true)
+				err = apply(op)
 			}
 			if err != nil {
 				break
@@ -642,18 +763,106 @@ func replayJournal(db *badger.DB, dir string, jr *journal, frames [][]byte) erro
 	return jr.reset()
 }
 
-// checkpoint makes Badger's files durable and discards the journal's frames.
+// checkpoint writes the records still queued that live only in the
+// journal to Badger (with their in-flight states and the next sequence),
+// makes Badger's files durable, and discards the journal's frames.
 // Committer only.
 func (b *Badger) checkpoint() error {
-	if err := syncFiles(b.dir); err != nil {
+	type spill struct {
+		seq   uint64
+		size  uint32
+		ref   jref
+		st    inflight
+		hasSt bool
+	}
+	b.mu.Lock()
+	upto := b.lastSeq
+	list := make([]spill, 0, len(b.mem))
+	for seq, ref := range b.mem {
+		size := b.idx.size(seq)
+		if size == 0 {
+			continue // removed: nothing to keep
+		}
+		st, has := b.states[seq]
+		list = append(list, spill{seq, size, ref, st, has})
+	}
+	b.mu.Unlock()
+	slices.SortFunc(list, func(x, y spill) int { return cmp.Compare(x.seq, y.seq) })
+
+	var buf []byte
+	txn := b.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	var bytes int64
+	entries := 0
+	flush := func() error {
+		err := txn.Commit()
+		txn = b.db.NewTransaction(true)
+		bytes, entries = 0, 0
 		return err
 	}
-	b.checkpoints++
-	return b.jr.reset()
+	for _, sp := range list {
+		v, err := b.jr.read(sp.ref, buf)
+		if err != nil {
+			return fmt.Errorf("journal read: %w", err)
+		}
+		if bytes+int64(len(v))+64 > b.maxBatchBytes || entries+3 > b.maxBatchEntries {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		// Badger keeps v until the commit: a fresh buffer per record.
+		if err := txn.Set(recordKey(sp.seq, sp.size), v); err != nil {
+			return err
+		}
+		buf = nil
+		bytes += int64(len(v)) + recordKeyLen
+		entries++
+		if sp.hasSt {
+			if err := txn.Set(seqKey(prefixState, sp.seq), encodeState(sp.st.packetID, sp.st.phase)); err != nil {
+				return err
+			}
+			entries++
+		}
+	}
+	if b.nextSeq != b.metaSeq {
+		if err := txn.Set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq)); err != nil {
+			return err
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if !b.jr.nosync {
+		if err := syncFiles(b.dir); err != nil {
+			return err
+		}
+	}
+	if err := b.jr.reset(); err != nil {
+		return err
+	}
+	b.metaSeq = b.nextSeq
+	b.mu.Lock()
+	b.spilled = upto
+	for seq := range b.mem {
+		if seq <= upto {
+			delete(b.mem, seq)
+		}
+	}
+	for _, sp := range list {
+		if sp.hasSt {
+			b.stateKeys[sp.seq] = struct{}{}
+		}
+	}
+	b.mu.Unlock()
+	b.checkpoints.Add(1)
+	return nil
 }
 
 // peek implements backend.
 func (b *Badger) peek(seq uint64, size uint32) (enq, exp time.Time, err error) {
+	if v, ok := b.readJournal(seq, nil); ok {
+		return decodeTimes(v)
+	}
 	err = b.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(recordKey(seq, size))
 		if err != nil {
@@ -669,6 +878,7 @@ func (b *Badger) peek(seq uint64, size uint32) (enq, exp time.Time, err error) {
 
 // forget implements backend (core.mu held).
 func (b *Badger) forget(seq uint64, size uint32) {
+	delete(b.mem, seq)
 	_, st := b.stateKeys[seq]
 	delete(b.stateKeys, seq)
 	b.delq = append(b.delq, delItem{seq: seq, size: size, state: st})
@@ -687,6 +897,7 @@ func (b *Badger) forget(seq uint64, size uint32) {
 
 // quarantine implements backend (core.mu held).
 func (b *Badger) quarantine(seq uint64, size uint32, raw []byte) {
+	delete(b.mem, seq)
 	_, st := b.stateKeys[seq]
 	delete(b.stateKeys, seq)
 	b.delq = append(b.delq, delItem{seq: seq, size: size, state: st, quarantine: true, raw: raw})

@@ -21,7 +21,7 @@ import (
 func badgerOptions(dir string, o Options) badger.Options {
 	bo := badger.DefaultOptions(dir).
 		WithLogger(slogBadger{o.Logger}).
-		WithSyncWrites(o.Durability != NoSync && !useJournal(o)).
+		WithSyncWrites(!useJournal(o) && o.Durability != NoSync).
 		WithMetricsEnabled(false).
 		WithDetectConflicts(false).
 		WithNumGoroutines(1).

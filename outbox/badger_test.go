@@ -139,6 +139,12 @@ func TestOpenCorrupt(t *testing.T) {
 		dir := t.TempDir()
 		b := openT(t, dir, Options{})
 		mustAppend(t, b, rec("t", "x"))
+		// Closed and reopened: the record and the next sequence are in
+		// Badger (not only in the journal).
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		b = openT(t, dir, Options{})
 		if err := b.db.Update(func(txn *badger.Txn) error { return txn.Set(metaNextSeqKey, []byte("bad")) }); err != nil {
 			t.Fatal(err)
 		}
@@ -234,6 +240,11 @@ func TestQuarantineCorruptRecord(t *testing.T) {
 	if err := b.SetState(context.Background(), 3, 33, PhaseSent); err != nil {
 		t.Fatal(err)
 	}
+	// Closed and reopened, so that the records are in Badger.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openT(t, dir, Options{OnDrop: log.onDrop})
 	// Flip one byte of record 3 in the store: its checksum no longer matches.
 	size := b.idx.size(3)
 	var raw []byte

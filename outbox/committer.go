@@ -59,6 +59,11 @@ func (b *Badger) committer() {
 			if n := b.pendingDeletes(); n > 0 {
 				b.opts.Logger.Error("outbox: removals not written at close; they will reappear", "count", n)
 			}
+			if b.jr != nil && !b.keepJournal {
+				if err := b.checkpoint(); err != nil {
+					b.opts.Logger.Error("outbox: checkpoint at close failed; the journal will be replayed at the next Open", "err", err)
+				}
+			}
 			return
 		}
 		if len(batch) > 0 || flush {
@@ -226,7 +231,22 @@ func (b *Badger) commit(batch []*writeReq) {
 		dels = nil
 		err = b.write(appends, states, nil)
 	}
+	b.finish(&result{batch: batch, appends: appends, states: states, dels: dels, appendBytes: appendBytes, err: err})
+}
 
+// result is a batch after its write.
+type result struct {
+	batch           []*writeReq
+	appends, states []*writeReq
+	dels            []delItem
+	appendBytes     int64
+	err             error
+}
+
+// finish completes a batch: its effects become visible and its callers
+// return.
+func (b *Badger) finish(it *result) {
+	appends, states, dels, err := it.appends, it.states, it.dels, it.err
 	b.mu.Lock()
 	if err != nil {
 		werr := classifyWriteErr(err)
@@ -248,6 +268,9 @@ func (b *Badger) commit(batch []*writeReq) {
 			b.commits++
 		}
 		for _, r := range appends {
+			if b.jr != nil {
+				b.mem[r.seq] = jref{r.jpos, uint32(len(r.value))}
+			}
 			b.committedLocked(r.seq, r.size, r.enq, r.exp)
 		}
 		for _, r := range states {
@@ -257,36 +280,57 @@ func (b *Badger) commit(batch []*writeReq) {
 		}
 	}
 	b.mu.Unlock()
-	for _, r := range batch {
+	for _, r := range it.batch {
 		close(r.done)
 	}
 	if err == nil && len(appends) > 0 {
 		b.notify()
-		b.count(appendBytes)
+		b.count(it.appendBytes)
 	}
 }
 
-// write assigns sequences to the appends and commits one transaction.
-// Sequences of a failed transaction are not reused.
+// write assigns sequences to the appends and commits one batch. Sequences
+// of a failed batch are not reused.
+//
+// Without a journal, everything goes into one synced Badger transaction.
+// With one, the batch is one journal frame (fdatasync'd unless it holds
+// only removals); appends, and changes to records appended since the last
+// checkpoint, live only there (Badger.mem) until the next checkpoint
+// writes what is still queued to Badger. Changes to older records go to
+// Badger too, unsynced: the frame covers them.
 func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
+	jr := b.jr
+	if jr != nil && !jr.fits(frameBound(appends, states, dels)) {
+		if err := b.checkpoint(); err != nil {
+			return err
+		}
+	}
 	txn := b.db.NewTransaction(true)
 	defer txn.Discard()
 	var err error
-	jr := b.jr
 	if jr != nil {
 		jr.begin()
 	}
-	set := func(k, v []byte) {
-		if err == nil {
-			err = txn.Set(k, v)
+	disk := func(seq uint64) bool { return jr == nil || seq <= b.spilled }
+	toBadger := 0
+	set := func(k, v []byte, disk bool) int {
+		if disk {
+			if err == nil {
+				err = txn.Set(k, v)
+			}
+			toBadger++
 		}
 		if jr != nil {
-			jr.set(k, v)
+			return jr.set(k, v)
 		}
+		return 0
 	}
-	del := func(k []byte) {
-		if err == nil {
-			err = txn.Delete(k)
+	del := func(k []byte, disk bool) {
+		if disk {
+			if err == nil {
+				err = txn.Delete(k)
+			}
+			toBadger++
 		}
 		if jr != nil {
 			jr.del(k)
@@ -296,32 +340,35 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 	for _, r := range appends {
 		r.seq = b.nextSeq
 		b.nextSeq++
-		set(recordKey(r.seq, r.size), r.value)
+		r.jpos = int64(set(recordKey(r.seq, r.size), r.value, jr == nil))
 		writes++
 	}
 	if len(appends) > 0 {
-		set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq))
+		set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq), jr == nil)
 	}
+	synced := len(appends) > 0
 	for _, r := range states {
 		switch {
 		case r.skip:
 		case r.delState:
-			del(seqKey(prefixState, r.seq))
+			del(seqKey(prefixState, r.seq), disk(r.seq))
 			writes++
+			synced = true
 		default:
-			set(seqKey(prefixState, r.seq), encodeState(r.packetID, r.phase))
+			set(seqKey(prefixState, r.seq), encodeState(r.packetID, r.phase), disk(r.seq))
 			writes++
+			synced = true
 		}
 	}
 	for _, d := range dels {
 		if d.size != 0 {
-			del(recordKey(d.seq, d.size))
+			del(recordKey(d.seq, d.size), disk(d.seq))
 			if d.quarantine {
-				set(seqKey(prefixQuarantine, d.seq), d.raw)
+				set(seqKey(prefixQuarantine, d.seq), d.raw, true)
 			}
 		}
 		if d.state {
-			del(seqKey(prefixState, d.seq))
+			del(seqKey(prefixState, d.seq), disk(d.seq))
 		}
 		writes++
 	}
@@ -332,14 +379,21 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 		return txn.Commit()
 	}
 	// Journal first: once the frame is synced the batch survives a power
-	// loss whatever happens to Badger's unsynced writes.
-	if !jr.fits(jr.payloadLen()) {
-		if err := b.checkpoint(); err != nil {
-			return err
-		}
+	// loss whatever happens to Badger's unsynced writes. A frame of
+	// removals alone is not synced: losing one only makes records
+	// reappear, and the next sync covers it.
+	off, err := jr.write()
+	if err == nil && synced {
+		err = jr.sync()
 	}
-	if err := jr.commit(); err != nil {
+	if err != nil {
 		return err
+	}
+	for _, r := range appends {
+		r.jpos += off
+	}
+	if toBadger == 0 {
+		return nil
 	}
 	if err := txn.Commit(); err != nil {
 		// The frame is journaled but not applied; a replay would apply it
@@ -350,6 +404,19 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 		return err
 	}
 	return nil
+}
+
+// frameBound is at least the size of the frame write makes of a batch.
+func frameBound(appends, states []*writeReq, dels []delItem) int {
+	n := setOpLen(len(metaNextSeqKey), 8)
+	for _, r := range appends {
+		n += setOpLen(recordKeyLen, len(r.value))
+	}
+	n += len(states) * setOpLen(9, stateLen)
+	for _, d := range dels {
+		n += delOpLen(recordKeyLen) + delOpLen(9) + setOpLen(9, len(d.raw))
+	}
+	return n
 }
 
 // requeue puts removals back at the front of the queue.

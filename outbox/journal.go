@@ -59,6 +59,10 @@ type journal struct {
 	// disk may disagree (a failed fsync is not retried), so the journal
 	// refuses every later frame.
 	err error
+	// nosync (Durability NoSync): nothing is fdatasync'd; the journal then
+	// only saves Badger work (records that leave before a checkpoint never
+	// reach it) and survives a crash of the process, not a power loss.
+	nosync bool
 }
 
 const (
@@ -158,6 +162,9 @@ func (j *journal) writeHeader(gen uint64) error {
 	if _, err := j.f.WriteAt(h[:], 0); err != nil {
 		return err
 	}
+	if j.nosync {
+		return nil
+	}
 	return fdatasync(j.f)
 }
 
@@ -204,13 +211,21 @@ func (j *journal) fits(n int) bool { return j.off+frameHdrSize+int64(n) <= j.siz
 // begin starts the payload of the next frame in j.buf.
 func (j *journal) begin() { j.buf = append(j.buf[:0], make([]byte, frameHdrSize)...) }
 
-func (j *journal) set(k, v []byte) {
+// set adds a set operation and returns where its value starts in the
+// frame (add the frame's offset from commit to find it in the file).
+func (j *journal) set(k, v []byte) int {
 	j.buf = append(j.buf, opSet)
 	j.buf = binary.BigEndian.AppendUint16(j.buf, uint16(len(k)))
 	j.buf = append(j.buf, k...)
 	j.buf = binary.BigEndian.AppendUint32(j.buf, uint32(len(v)))
+	pos := len(j.buf)
 	j.buf = append(j.buf, v...)
+	return pos
 }
+
+// Upper bounds of the bytes an operation takes in a frame.
+func setOpLen(klen, vlen int) int { return 1 + 2 + klen + 4 + vlen }
+func delOpLen(klen int) int       { return 1 + 2 + klen }
 
 func (j *journal) del(k []byte) {
 	j.buf = append(j.buf, opDelete)
@@ -221,11 +236,13 @@ func (j *journal) del(k []byte) {
 // payloadLen is the length of the frame being built.
 func (j *journal) payloadLen() int { return len(j.buf) - frameHdrSize }
 
-// commit writes the frame built in j.buf and fdatasyncs it. The caller
-// checked fits.
-func (j *journal) commit() error {
-	if j.err != nil {
-		return j.err
+// write writes the frame built in j.buf and returns its offset; sync makes
+// it durable. A frame written but not synced is lost with the page cache
+// only at the tail, where replay stops anyway: any later sync covers it.
+// The caller checked fits.
+func (j *journal) write() (int64, error) {
+	if err := j.failed(); err != nil {
+		return 0, err
 	}
 	h := j.buf[:frameHdrSize]
 	binary.BigEndian.PutUint64(h[0:], j.gen)
@@ -233,26 +250,60 @@ func (j *journal) commit() error {
 	crc := crc32.Update(crc32.Checksum(h[:12], castagnoli), castagnoli, j.buf[frameHdrSize:])
 	binary.BigEndian.PutUint32(h[12:], crc)
 	if _, err := j.f.WriteAt(j.buf, j.off); err != nil {
-		j.err = fmt.Errorf("journal write: %w", err)
-		return j.err
+		return 0, j.fail(fmt.Errorf("journal write: %w", err))
+	}
+	off := j.off
+	j.off += int64(len(j.buf))
+	return off, nil
+}
+
+// sync makes every frame written so far durable.
+func (j *journal) sync() error {
+	if err := j.failed(); err != nil {
+		return err
+	}
+	if j.nosync {
+		return nil
 	}
 	if err := fdatasync(j.f); err != nil {
-		j.err = fmt.Errorf("journal sync: %w", err)
-		return j.err
+		return j.fail(fmt.Errorf("journal sync: %w", err))
 	}
-	j.off += int64(len(j.buf))
 	return nil
+}
+
+func (j *journal) failed() error { return j.err }
+
+func (j *journal) fail(err error) error {
+	if j.err == nil {
+		j.err = err
+	}
+	return j.err
+}
+
+// jref is where a record's value sits in the journal.
+type jref struct {
+	off int64
+	n   uint32
+}
+
+// read returns the bytes at ref. Safe for concurrent use with commit; the
+// caller checks afterwards that ref is still current (see Badger.mem).
+func (j *journal) read(ref jref, buf []byte) ([]byte, error) {
+	buf = append(buf[:0], make([]byte, ref.n)...)
+	if _, err := j.f.ReadAt(buf, ref.off); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
 
 // reset discards every frame: the next generation starts at the first
 // frame. The caller synced Badger first.
 func (j *journal) reset() error {
-	if j.err != nil {
-		return j.err
+	if err := j.failed(); err != nil {
+		return err
 	}
 	if err := j.writeHeader(j.gen + 1); err != nil {
-		j.err = fmt.Errorf("journal header: %w", err)
-		return j.err
+		return j.fail(fmt.Errorf("journal header: %w", err))
 	}
 	j.gen++
 	j.off = journalHdrSize

@@ -187,7 +187,7 @@ func TestJournalCheckpointsWhenFull(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if q.checkpoints == 0 {
+	if q.checkpoints.Load() == 0 {
 		t.Fatalf("no checkpoint after %d appends of 4000 bytes into a %d-byte journal", n, q.jr.size)
 	}
 	q = openT(t, dir, Options{})
@@ -209,7 +209,10 @@ func TestJournalFrames(t *testing.T) {
 			j.set([]byte(k), []byte("v-"+k))
 			j.del([]byte("gone-" + k))
 		}
-		if err := j.commit(); err != nil {
+		if _, err := j.write(); err != nil {
+			t.Fatal(err)
+		}
+		if err := j.sync(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -277,8 +280,7 @@ func TestJournalFrames(t *testing.T) {
 }
 
 // TestJournalReplayedUnderOtherOptions: a journal left by a GroupCommit
-// Open is replayed by a NoSync Open (which has no journal of its own), then
-// removed.
+// Open is replayed by a NoSync Open, which goes on with it unsynced.
 func TestJournalReplayedUnderOtherOptions(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -305,13 +307,75 @@ func TestJournalReplayedUnderOtherOptions(t *testing.T) {
 	}
 	restore(t, snap, dir)
 	q = openT(t, dir, Options{Durability: NoSync})
-	if q.jr != nil {
-		t.Fatal("NoSync opened a journal")
+	if q.jr == nil || !q.jr.nosync {
+		t.Fatal("NoSync did not open an unsynced journal")
 	}
 	if s := q.Stats(); s.Len != 10 {
 		t.Fatalf("%d records after replay, want 10", s.Len)
 	}
-	if _, err := os.Stat(filepath.Join(dir, journalName)); !os.IsNotExist(err) {
-		t.Fatalf("journal still there after a NoSync Open: %v", err)
+}
+
+// TestJournalReadsAcrossCheckpoints reads, checks and removes records while
+// they are appended, across several checkpoints: each record is read once,
+// in order, with its own payload, whether it was in the journal, moved to
+// Badger meanwhile, or already there.
+func TestJournalReadsAcrossCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	q := openT(t, t.TempDir(), Options{})
+	const n = 4000
+	payload := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 4000) }
+	errc := make(chan error, 1)
+	go func() {
+		for i := 1; i <= n; i++ {
+			if _, err := q.Append(ctx, &Record{Topic: "t", QoS: 1, Payload: payload(i)}); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	var cursor uint64
+	var got int
+	for got < n {
+		recs, err := q.Read(cursor, 64, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			got++
+			if r.Seq != uint64(got) || !bytes.Equal(r.Payload, payload(got)) {
+				t.Fatalf("record %d: seq %d, payload %x...", got, r.Seq, r.Payload[:4])
+			}
+			cursor = r.Seq
+			// Leave every tenth in place for a while: a checkpoint moves it.
+			if got%10 != 0 {
+				if err := q.Remove(r.Seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if len(recs) == 0 {
+			select {
+			case err := <-errc:
+				if err != nil {
+					t.Fatal(err)
+				}
+				errc <- nil
+			case <-q.Wake():
+			}
+		}
+	}
+	// The ones left behind are still readable from the head.
+	recs, err := q.Read(0, n, nil)
+	if err != nil || len(recs) != n/10 {
+		t.Fatalf("from the head: %d records (%v), want %d", len(recs), err, n/10)
+	}
+	for i, r := range recs {
+		if r.Seq != uint64(10*(i+1)) || !bytes.Equal(r.Payload, payload(10*(i+1))) {
+			t.Fatalf("left record %d: seq %d", i, r.Seq)
+		}
+	}
+	if c := q.checkpoints.Load(); c < 2 {
+		t.Fatalf("%d checkpoints while appending %d records of 8000 bytes into a %d-byte journal; want >= 2", c, n, q.jr.size)
 	}
 }

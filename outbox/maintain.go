@@ -46,7 +46,7 @@ func (b *Badger) runGC() {
 			return
 		}
 	}
-	if b.jr != nil {
+	if b.jr != nil && !b.jr.nosync {
 		// Badger writes the values it moves without syncing them (SyncWrites
 		// is off) and then deletes the old file, unless an iterator is open:
 		// hold one, and sync the moved values before letting go of it.

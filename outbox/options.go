@@ -167,6 +167,9 @@ type Options struct {
 	// parallelLoad: Open scans record keys in parallel when the span of
 	// sequences is at least this. 0: 131,072. Tests lower it.
 	parallelLoad uint64
+	// journalBytes (tests): the journal's size instead of the profile's,
+	// so that tests reach checkpoints sooner.
+	journalBytes int64
 }
 
 // normalize copies o, fills defaults and validates.
