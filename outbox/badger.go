@@ -41,6 +41,13 @@ type Badger struct {
 	// core.mu; written by the committer only.
 	mem     map[uint64]jref
 	spilled uint64
+	// maybeSpilled (committer only) >= spilled: records up to it may be in
+	// Badger, because a checkpoint that failed after committing some of
+	// its transactions left them there.
+	maybeSpilled uint64
+	// closeErr: the final checkpoint's error, for Close (committer only
+	// until it exits).
+	closeErr error
 	// keepJournal (tests): Close leaves the journal's frames in place, as
 	// a power loss before the last checkpoint would.
 	keepJournal bool
@@ -160,7 +167,7 @@ func Open(dir string, opts Options) (*Badger, error) {
 		vlogFileSize:    bo.ValueLogFileSize,
 		nextSeq:         1,
 	}
-	b.spilled = math.MaxUint64
+	b.spilled, b.maybeSpilled = math.MaxUint64, math.MaxUint64
 	if jr != nil {
 		b.maxJournalBatch = (jr.size - journalHdrSize) / 2
 		b.mem = make(map[uint64]jref)
@@ -175,7 +182,8 @@ func Open(dir string, opts Options) (*Badger, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, dir, err)
 	}
 	if jr != nil {
-		b.spilled = b.lastSeq // replayed and checkpointed: all in Badger
+		// replayed and checkpointed: all in Badger
+		b.spilled, b.maybeSpilled = b.lastSeq, b.lastSeq
 	}
 	fixPerms(dir, o.Logger)
 	if b.trimOn.Load() {
@@ -543,18 +551,19 @@ func (b *Badger) Read(after uint64, max int, buf []Record) ([]Record, error) {
 		it.Close()
 		txn.Discard()
 	}
+	var err error
 	if want > 0 && to > spilled {
-		b.readNew(spilled, from, to, &want, push)
+		err = b.readNew(spilled, from, to, &want, push)
 	}
 	if len(cands) > 0 {
 		flush()
 	}
-	return buf, nil
+	return buf, err
 }
 
 // readNew reads the live records in [from, to] above spilled (the
 // checkpoint Read started from), in order, until want is 0.
-func (b *Badger) readNew(spilled, from, to uint64, want *int, push func(cand)) {
+func (b *Badger) readNew(spilled, from, to uint64, want *int, push func(cand)) error {
 	type ref struct {
 		seq  uint64
 		size uint32
@@ -570,21 +579,24 @@ func (b *Badger) readNew(spilled, from, to uint64, want *int, push func(cand)) {
 		}
 		b.mu.Unlock()
 		if len(refs) == 0 {
-			return
+			return nil
 		}
 		for _, r := range refs {
 			if *want <= 0 {
-				return
+				return nil
 			}
 			after = r.seq
 			var ok bool
-			if v, ok = b.readJournal(r.seq, v); ok {
+			var err error
+			if v, ok, err = b.readJournal(r.seq, v); err != nil {
+				return err // stop before the record: nothing after it may be returned
+			} else if ok {
 				push(makeCand(r.seq, r.size, v))
 				continue
 			}
 			// Moved to Badger by a checkpoint, or removed.
 			var cd cand
-			err := b.db.View(func(txn *badger.Txn) error {
+			err = b.db.View(func(txn *badger.Txn) error {
 				item, err := txn.Get(recordKey(r.seq, r.size))
 				if err != nil {
 					return err
@@ -600,6 +612,7 @@ func (b *Badger) readNew(spilled, from, to uint64, want *int, push func(cand)) {
 			push(cd)
 		}
 	}
+	return nil
 }
 
 // makeCand decodes a stored record; an undecodable one keeps its bytes for
@@ -615,25 +628,29 @@ func makeCand(seq uint64, size uint32, v []byte) cand {
 
 // readJournal returns the value of record seq if it lives in the journal.
 // The journal's bytes are reused after a checkpoint, so the value counts
-// only if the record is still there after reading it.
-func (b *Badger) readJournal(seq uint64, buf []byte) ([]byte, bool) {
+// only if the record is still there after reading it. An error is a read
+// that failed for a record that was there.
+func (b *Badger) readJournal(seq uint64, buf []byte) ([]byte, bool, error) {
 	if b.jr == nil {
-		return nil, false
+		return nil, false, nil
 	}
 	b.mu.Lock()
 	ref, ok := b.mem[seq]
 	b.mu.Unlock()
 	if !ok {
-		return nil, false
+		return nil, false, nil
 	}
 	v, err := b.jr.read(ref, buf)
-	if err != nil {
-		return nil, false
-	}
 	b.mu.Lock()
 	now, ok := b.mem[seq]
 	b.mu.Unlock()
-	return v, ok && now == ref
+	if !ok || now != ref {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: journal read of record %d: %v", ErrStorage, seq, err)
+	}
+	return v, true, nil
 }
 
 // Close implements Queue. It waits for running calls, writes pending
@@ -648,6 +665,9 @@ func (b *Badger) Close() error {
 	close(b.quit)
 	b.wg.Wait()
 	err := b.db.Close()
+	if b.closeErr != nil && err == nil {
+		err = b.closeErr
+	}
 	if b.jr != nil {
 		// The committer checkpointed before it stopped; Badger's Close
 		// wrote more (its memtable as a table, the value log's end) without
@@ -788,34 +808,54 @@ func (b *Badger) checkpoint() error {
 	}
 	b.mu.Unlock()
 	slices.SortFunc(list, func(x, y spill) int { return cmp.Compare(x.seq, y.seq) })
+	var need int64
+	for _, sp := range list {
+		need += int64(sp.ref.n)
+	}
+	// Badger writes through memory maps: check the room first (a full disk
+	// there is SIGBUS). The records stay in the journal meanwhile.
+	if b.opts.DiskReserve > 0 {
+		if free, ok := diskFree(b.dir); ok && free < b.opts.DiskReserve/2+2*need {
+			return fmt.Errorf("%w: %d bytes free in %s, a checkpoint needs %d", ErrDiskFull, free, b.dir, 2*need)
+		}
+	}
+	b.maybeSpilled = max(b.maybeSpilled, upto)
 
-	var buf []byte
+	// Values are read into one chunk per transaction, reused once Badger
+	// committed it (a checkpoint moves up to a journal's worth of records;
+	// a buffer each would be that much garbage).
+	chunk := make([]byte, 0, b.maxBatchBytes)
 	txn := b.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
-	var bytes int64
 	entries := 0
+	var moved int64
 	flush := func() error {
 		err := txn.Commit()
 		txn = b.db.NewTransaction(true)
-		bytes, entries = 0, 0
+		chunk, entries = chunk[:0], 0
 		return err
 	}
 	for _, sp := range list {
-		v, err := b.jr.read(sp.ref, buf)
-		if err != nil {
-			return fmt.Errorf("journal read: %w", err)
-		}
-		if bytes+int64(len(v))+64 > b.maxBatchBytes || entries+3 > b.maxBatchEntries {
+		n := int(sp.ref.n)
+		if len(chunk)+n+recordKeyLen > cap(chunk) || entries+3 > b.maxBatchEntries {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
-		// Badger keeps v until the commit: a fresh buffer per record.
+		var v []byte
+		if n <= cap(chunk)-len(chunk) {
+			v = chunk[len(chunk) : len(chunk)+n]
+			chunk = chunk[:len(chunk)+n]
+		} else {
+			v = make([]byte, n) // larger than a chunk: a transaction of its own
+		}
+		if _, err := b.jr.f.ReadAt(v, sp.ref.off); err != nil {
+			return fmt.Errorf("journal read: %w", err)
+		}
 		if err := txn.Set(recordKey(sp.seq, sp.size), v); err != nil {
 			return err
 		}
-		buf = nil
-		bytes += int64(len(v)) + recordKeyLen
+		moved += int64(n)
 		entries++
 		if sp.hasSt {
 			if err := txn.Set(seqKey(prefixState, sp.seq), encodeState(sp.st.packetID, sp.st.phase)); err != nil {
@@ -841,6 +881,7 @@ func (b *Badger) checkpoint() error {
 		return err
 	}
 	b.metaSeq = b.nextSeq
+	b.count(moved)
 	b.mu.Lock()
 	b.spilled = upto
 	for seq := range b.mem {
@@ -849,7 +890,7 @@ func (b *Badger) checkpoint() error {
 		}
 	}
 	for _, sp := range list {
-		if sp.hasSt {
+		if sp.hasSt && b.idx.size(sp.seq) != 0 {
 			b.stateKeys[sp.seq] = struct{}{}
 		}
 	}
@@ -860,7 +901,9 @@ func (b *Badger) checkpoint() error {
 
 // peek implements backend.
 func (b *Badger) peek(seq uint64, size uint32) (enq, exp time.Time, err error) {
-	if v, ok := b.readJournal(seq, nil); ok {
+	if v, ok, err := b.readJournal(seq, nil); err != nil {
+		return enq, exp, err
+	} else if ok {
 		return decodeTimes(v)
 	}
 	err = b.db.View(func(txn *badger.Txn) error {

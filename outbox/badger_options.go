@@ -121,6 +121,9 @@ func classifyOpenErr(dir string, err error) error {
 
 // classifyWriteErr maps an error from a Badger write.
 func classifyWriteErr(err error) error {
+	if errors.Is(err, ErrDiskFull) || errors.Is(err, ErrStorage) {
+		return err
+	}
 	if isNoSpace(err) {
 		return fmt.Errorf("%w: %v", ErrDiskFull, err)
 	}

@@ -28,8 +28,9 @@ func (b *Badger) committer() {
 		case r := <-b.reqs:
 			batch = append(batch, r)
 			if b.opts.Durability != SyncEach {
-				batch = b.gather(batch)
-				batch = b.linger(batch, lastBatch, lastCommit)
+				var size batchSize
+				batch, size = b.gather(batch, b.sizeOf(batch))
+				batch = b.linger(batch, size, lastBatch, lastCommit)
 			}
 		case <-b.kick:
 			b.mu.Lock()
@@ -62,6 +63,7 @@ func (b *Badger) committer() {
 			if b.jr != nil && !b.keepJournal {
 				if err := b.checkpoint(); err != nil {
 					b.opts.Logger.Error("outbox: checkpoint at close failed; the journal will be replayed at the next Open", "err", err)
+					b.closeErr = fmt.Errorf("checkpoint at close (the records are safe in the journal): %w", err)
 				}
 			}
 			return
@@ -91,26 +93,46 @@ func (b *Badger) pendingDeletes() int {
 	return len(b.delq)
 }
 
-// gather adds the requests already waiting, within the batch limits.
-func (b *Badger) gather(batch []*writeReq) []*writeReq {
-	var bytes, raw int64
+// batchSize is what the batch limits count of a batch.
+type batchSize struct {
+	n          int
+	bytes, raw int64 // Badger's estimate; record bytes (journal)
+}
+
+func (b *Badger) sizeOf(batch []*writeReq) batchSize {
+	s := batchSize{}
 	for _, r := range batch {
-		bytes += b.estimate(r)
-		raw += int64(len(r.value))
+		b.grow(&s, r)
 	}
-	maxEntry := b.vThreshold + recordKeyLen + 2
-	maxRaw := b.maxJournalBatch - int64(b.opts.MaxRecordBytes)
-	for len(batch) < min(b.maxBatchCount, b.maxBatchEntries-1) && bytes+maxEntry <= b.maxBatchBytes && raw <= maxRaw {
+	return s
+}
+
+func (b *Badger) grow(s *batchSize, r *writeReq) {
+	s.n++
+	s.bytes += b.estimate(r)
+	s.raw += int64(len(r.value))
+}
+
+// hasRoom reports whether any request still fits in a batch of size s: one
+// Badger transaction (half its limits) and one journal frame.
+func (b *Badger) hasRoom(s batchSize) bool {
+	return s.n < min(b.maxBatchCount, b.maxBatchEntries-1) &&
+		s.bytes+b.vThreshold+recordKeyLen+2 <= b.maxBatchBytes &&
+		s.raw <= b.maxJournalBatch-int64(b.opts.MaxRecordBytes)
+}
+
+// gather adds the requests already waiting, within the batch limits.
+func (b *Badger) gather(batch []*writeReq, s batchSize) ([]*writeReq, batchSize) {
+	for b.hasRoom(s) {
 		select {
 		case r := <-b.reqs:
 			batch = append(batch, r)
-			bytes += b.estimate(r)
-			raw += int64(len(r.value))
+			b.grow(&s, r)
 		default:
-			return batch
+			return batch, s
 		}
 	}
-	return batch
+	return batch, s
 }
 
 // linger waits briefly for the rest of a batch. When the previous commit
@@ -120,8 +142,8 @@ func (b *Badger) gather(batch []*writeReq) []*writeReq {
 // the previous commit's duration (measured with 16 appenders: ~15.5 records
 // per commit with the wait, ~8 without, and about 1.7x the appends/s).
 // A lone appender (previous batch of one) never waits.
-func (b *Badger) linger(batch []*writeReq, target int, lastCommit time.Duration) []*writeReq {
-	if target <= 1 || len(batch) >= target || len(batch) >= min(b.maxBatchCount, b.maxBatchEntries-1) {
+func (b *Badger) linger(batch []*writeReq, s batchSize, target int, lastCommit time.Duration) []*writeReq {
+	if target <= 1 || len(batch) >= target || !b.hasRoom(s) {
 		return batch
 	}
 	wait := min(lastCommit, 2*time.Millisecond)
@@ -130,10 +152,12 @@ func (b *Badger) linger(batch []*writeReq, target int, lastCommit time.Duration)
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	for len(batch) < target {
+	for len(batch) < target && b.hasRoom(s) {
 		select {
 		case r := <-b.reqs:
-			batch = b.gather(append(batch, r))
+			batch = append(batch, r)
+			b.grow(&s, r)
+			batch, s = b.gather(batch, s)
 		case <-t.C:
 			return batch
 		case <-b.quit:
@@ -304,6 +328,10 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 		if err := b.checkpoint(); err != nil {
 			return err
 		}
+		if !jr.fits(frameBound(appends, states, dels)) {
+			// The batch limits keep a frame within half the journal.
+			return fmt.Errorf("batch of %d bytes larger than the journal", frameBound(appends, states, dels))
+		}
 	}
 	txn := b.db.NewTransaction(true)
 	defer txn.Discard()
@@ -311,7 +339,8 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 	if jr != nil {
 		jr.begin()
 	}
-	disk := func(seq uint64) bool { return jr == nil || seq <= b.spilled }
+	// Changes to records that may be in Badger go there too.
+	disk := func(seq uint64) bool { return jr == nil || seq <= b.maybeSpilled }
 	toBadger := 0
 	set := func(k, v []byte, disk bool) int {
 		if disk {

@@ -25,11 +25,24 @@
 // counters; payloads stay on disk.
 //
 // One committer goroutine performs every write. It takes all appends and
-// state changes waiting, assigns sequences in that order, and writes them in
-// one Badger transaction with one sync (group commit); removals ride along,
-// or go alone in batches after Options.RemoveDelay. Measured against leaving
-// batching to Badger (one transaction per append), the committer is faster
-// and keeps sequence order equal to commit order.
+// state changes waiting, assigns sequences in that order, and commits them
+// as one batch with one sync (group commit); removals ride along, or go alone
+// in batches after Options.RemoveDelay.
+//
+// A batch is one frame of a journal (holdfast.journal in the directory): a
+// preallocated file, so that an fdatasync of it commits no file-system
+// metadata (0.17 ms here, against 0.4-0.7 ms for a synced Badger commit,
+// which msyncs two sparse memory-mapped files). A record stays only in the
+// journal until a checkpoint; a message acknowledged before then never
+// reaches Badger. A checkpoint runs when the journal is full (4 MiB in the
+// device profile, 32 MiB in the server one, more for large MaxRecordBytes)
+// and at Close: it writes the records still queued to Badger in large
+// transactions, fsyncs Badger's files, and starts the journal over. Open
+// replays the journal into Badger, so nothing the journal holds is lost to
+// a crash at any point. Badger itself runs without synced writes; value-log
+// garbage collection syncs the values it moves before Badger deletes their
+// old file. With an EncryptionKey there is no journal (it would hold records
+// in the clear): every batch is a synced Badger transaction.
 //
 // The device profile keeps records in Badger's value log, tables and
 // memtables small, and pages out the memory-mapped files it is not using
@@ -43,7 +56,10 @@
 //   - Append returns a sequence only once the record is as durable as
 //     Options.Durability says: GroupCommit and SyncEach after an fsync
 //     (survives power loss), NoSync once in the page cache (survives a crash
-//     of the process only). A crash test SIGKILLs writers and checks this.
+//     of the process only). A crash test SIGKILLs writers in every mode,
+//     with a small journal so that kills land around checkpoints, and a
+//     test replays the journal over Badger files rolled back to the last
+//     checkpoint (what a power loss may leave).
 //   - Sequences are strictly increasing in commit order, never reused, and
 //     Read returns records in that order. Read never returns a record while a
 //     lower sequence is still being committed, so a reader advancing a
@@ -61,9 +77,15 @@
 //
 // # Caveats
 //
-//   - Removals are written in batches: a record removed just before a crash
-//     (within RemoveDelay) can reappear after restart. Consumers get
+//   - Removals are written in batches, and a batch of removals alone is not
+//     synced: a record removed just before a crash of the process (within
+//     RemoveDelay), or before a power loss (until the next synced commit or
+//     the kernel's write-back), can reappear after restart. Consumers get
 //     at-least-once, never loss.
+//   - If the disk fails a write or an fdatasync of the journal, the queue
+//     refuses every later write (ErrStorage) until it is reopened; the
+//     failed batch may still be replayed at the next Open, so a caller told
+//     that an Append failed can find the record delivered anyway.
 //   - Expiry is found by Read (every record it passes) and by a sweep from
 //     the head (a timer, Open, and appends at a limit). With DefaultTTL, or
 //     any non-decreasing Expires, that finds every expired record promptly; a

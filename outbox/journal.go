@@ -121,10 +121,20 @@ func openJournal(dir string, size int64) (*journal, [][]byte, error) {
 	if !ok {
 		// A torn header: the first frame, if whole, names the generation.
 		g, _, ok := j.readFrame(journalHdrSize, 0)
-		if !ok {
+		switch {
+		case ok:
+			gen = g
+		case j.zeroHeader():
+			// Created, but the process stopped before the header was
+			// written: no frame was ever written either.
+			j.gen, j.off = 1, journalHdrSize
+			if err := j.writeHeader(j.gen); err != nil {
+				return fail(err)
+			}
+			return j, nil, nil
+		default:
 			return fail(fmt.Errorf("%w: %s", errJournalCorrupt, path))
 		}
-		gen = g
 	}
 	j.gen = gen
 	var frames [][]byte
@@ -166,6 +176,14 @@ func (j *journal) writeHeader(gen uint64) error {
 		return nil
 	}
 	return fdatasync(j.f)
+}
+
+func (j *journal) zeroHeader() bool {
+	var h [20]byte
+	if _, err := j.f.ReadAt(h[:], 0); err != nil {
+		return false
+	}
+	return h == [20]byte{}
 }
 
 func (j *journal) readHeader() (uint64, bool) {

@@ -3,11 +3,13 @@ package outbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // snapshot copies the Badger files of dir (not the journal) to a new
@@ -377,5 +379,99 @@ func TestJournalReadsAcrossCheckpoints(t *testing.T) {
 	}
 	if c := q.checkpoints.Load(); c < 2 {
 		t.Fatalf("%d checkpoints while appending %d records of 8000 bytes into a %d-byte journal; want >= 2", c, n, q.jr.size)
+	}
+}
+
+// TestJournalFailedCheckpointKeepsRemovals: a checkpoint that committed its
+// Badger transactions and then failed (here: the directory sync) leaves
+// records in Badger that the queue still counts as journal-only. A removal
+// or state reset of such a record must reach Badger too, or it would come
+// back after a clean Close and Open.
+func TestJournalFailedCheckpointKeepsRemovals(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	o := Options{Profile: ProfileServer, DiskReserve: -1, GCInterval: time.Hour,
+		RemoveDelay: time.Millisecond, MaxRecordBytes: 4096, journalBytes: 32 << 10}
+	q, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, _ := q.Append(ctx, &Record{Topic: "a", QoS: 1, Payload: []byte("one")})
+	s2, _ := q.Append(ctx, &Record{Topic: "b", QoS: 1, Payload: []byte("two")})
+	if err := q.SetState(ctx, s2, 7, PhaseSent); err != nil {
+		t.Fatal(err)
+	}
+	q.dir = filepath.Join(dir, "nonexistent") // syncFiles fails after the spill committed
+	pad := bytes.Repeat([]byte("x"), 1000)
+	failed := false
+	for i := 0; i < 100 && !failed; i++ {
+		if _, err := q.Append(ctx, &Record{Topic: "pad", Payload: pad}); err != nil {
+			failed = true
+		}
+	}
+	if !failed {
+		t.Fatal("no checkpoint failed")
+	}
+	q.dir = dir
+	if err := q.Remove(s1); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.SetState(ctx, s2, 0, PhaseQueued); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool { return q.pendingDeletes() == 0 }, "removal written")
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = openT(t, dir, o)
+	for _, r := range readAll(t, q) {
+		if r.Seq == s1 {
+			t.Errorf("record %d, removed before a clean Close, is back", s1)
+		}
+		if r.Seq == s2 && (r.Phase != PhaseQueued || r.PacketID != 0) {
+			t.Errorf("record %d: phase %v packet id %d after a reset to queued", s2, r.Phase, r.PacketID)
+		}
+	}
+}
+
+// TestJournalCreatedButEmpty: a process stopped while the journal was being
+// preallocated leaves zeros where the header goes; Open starts it over.
+func TestJournalCreatedButEmpty(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, journalName), make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	q := openT(t, dir, Options{})
+	if _, err := q.Append(context.Background(), &Record{Topic: "t", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Garbage that is not all zeros is still refused.
+	dir2 := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir2, journalName), bytes.Repeat([]byte{1}, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir2, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with a garbage journal: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestLingerKeepsBatchLimits: requests gathered while lingering count
+// against the journal's batch limit like the others.
+func TestLingerKeepsBatchLimits(t *testing.T) {
+	b := &Badger{reqs: make(chan *writeReq, 100), maxJournalBatch: 10000, maxBatchCount: 1000,
+		maxBatchEntries: 1000, maxBatchBytes: 1 << 20, vThreshold: 64, quit: make(chan struct{})}
+	b.opts.MaxRecordBytes = 4096
+	for i := 0; i < 20; i++ {
+		b.reqs <- &writeReq{value: make([]byte, 4000), size: 4000}
+	}
+	first := []*writeReq{<-b.reqs}
+	batch, s := b.gather(first, b.sizeOf(first))
+	batch = b.linger(batch, s, 16, time.Millisecond)
+	raw := 0
+	for _, r := range batch {
+		raw += len(r.value)
+	}
+	if raw > int(b.maxJournalBatch) || len(batch) < 2 {
+		t.Errorf("batch of %d requests, %d bytes; limit %d", len(batch), raw, b.maxJournalBatch)
 	}
 }

@@ -16,6 +16,17 @@ func (b *Badger) maintain() {
 	defer b.wg.Done()
 	t := time.NewTimer(b.opts.GCInterval)
 	defer t.Stop()
+	var held func() // see runGC
+	defer func() {
+		if held != nil {
+			// Closing: one more try, then let go (Badger cannot close
+			// with an iterator open).
+			if err := syncFiles(b.dir); err != nil {
+				b.opts.Logger.Error("outbox: sync of values moved by value-log GC failed at close", "err", err)
+			}
+			held()
+		}
+	}()
 	for {
 		select {
 		case <-b.quit:
@@ -28,7 +39,7 @@ func (b *Badger) maintain() {
 		case <-t.C:
 		case <-b.gcKick:
 		}
-		b.runGC()
+		held = b.runGC(held)
 		if b.trimOn.Load() {
 			trimMappings(b.dir)
 		}
@@ -38,38 +49,57 @@ func (b *Badger) maintain() {
 }
 
 // runGC rewrites value-log files that are mostly garbage, a few per round.
-func (b *Badger) runGC() {
+//
+// Badger writes the values a collection moves without syncing them
+// (SyncWrites is off with the journal) and then deletes the old file, unless
+// an iterator is open. So a collection holds one, and lets go of it only
+// once the directory was synced; if that sync fails, runGC returns the
+// release (held) and the next round syncs again before collecting more.
+func (b *Badger) runGC(held func()) func() {
+	if held != nil {
+		if err := syncFiles(b.dir); err != nil {
+			b.opts.Logger.Error("outbox: sync of values moved by value-log GC failed; collection paused", "err", err)
+			return held
+		}
+		held()
+	}
 	if b.opts.DiskReserve > 0 {
 		// A rewrite needs room before it frees any.
 		if free, ok := diskFree(b.dir); ok && free < b.opts.DiskReserve/2 {
 			b.opts.Logger.Warn("outbox: value-log GC skipped, disk nearly full", "free", free)
-			return
+			return nil
 		}
 	}
+	release := func() {}
 	if b.jr != nil && !b.jr.nosync {
-		// Badger writes the values it moves without syncing them (SyncWrites
-		// is off) and then deletes the old file, unless an iterator is open:
-		// hold one, and sync the moved values before letting go of it.
 		txn := b.db.NewTransaction(false)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: metaNextSeqKey})
-		defer func() {
-			if err := syncFiles(b.dir); err != nil {
-				b.opts.Logger.Error("outbox: sync after value-log GC failed; moved values are durable only once the kernel writes them", "err", err)
-			}
+		release = func() {
 			it.Close() // Badger deletes the rewritten files now
 			txn.Discard()
-		}()
+		}
 	}
+	moved := false
 	for i := 0; i < 8; i++ {
 		select {
 		case <-b.quit:
-			return
+			i = 8
+			continue
 		default:
 		}
 		if err := b.db.RunValueLogGC(0.5); err != nil {
-			return // ErrNoRewrite: nothing worth rewriting; ErrRejected: busy
+			break // ErrNoRewrite: nothing worth rewriting; ErrRejected: busy
+		}
+		moved = true
+	}
+	if moved && b.jr != nil && !b.jr.nosync {
+		if err := syncFiles(b.dir); err != nil {
+			b.opts.Logger.Error("outbox: sync of values moved by value-log GC failed; collection paused", "err", err)
+			return release
 		}
 	}
+	release()
+	return nil
 }
 
 // fixPerms sets every file under dir that others could read to 0600, and
