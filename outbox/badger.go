@@ -45,6 +45,9 @@ type Badger struct {
 	// Badger, because a checkpoint that failed after committing some of
 	// its transactions left them there.
 	maybeSpilled uint64
+	// writeBack (committer only, journal mode): appends stay in the journal
+	// until a checkpoint; false while a backlog builds up (chooseMode).
+	writeBack bool
 	// closeErr: the final checkpoint's error, for Close (committer only
 	// until it exits).
 	closeErr error
@@ -184,6 +187,7 @@ func Open(dir string, opts Options) (*Badger, error) {
 	if jr != nil {
 		// replayed and checkpointed: all in Badger
 		b.spilled, b.maybeSpilled = b.lastSeq, b.lastSeq
+		b.writeBack = true
 	}
 	fixPerms(dir, o.Logger)
 	if b.trimOn.Load() {

@@ -181,6 +181,9 @@ func (b *Badger) estimate(r *writeReq) int64 {
 // commit writes one batch of requests plus as many pending removals as fit,
 // then completes the requests.
 func (b *Badger) commit(batch []*writeReq) {
+	if b.jr != nil {
+		b.chooseMode()
+	}
 	var appends, states []*writeReq
 	var appendBytes int64
 	budget := b.maxBatchBytes
@@ -255,8 +258,39 @@ func (b *Badger) commit(batch []*writeReq) {
 		dels = nil
 		err = b.write(appends, states, nil)
 	}
-	b.finish(&result{batch: batch, appends: appends, states: states, dels: dels, appendBytes: appendBytes, err: err})
+	b.finish(&result{batch: batch, appends: appends, states: states, dels: dels, appendBytes: appendBytes, err: err, direct: !b.writeBack})
 }
+
+// chooseMode switches between write-back (records stay in the journal
+// until a checkpoint: the common case, where the broker acknowledges them
+// long before) and direct writes (each batch is applied to Badger as well,
+// unsynced) while a backlog builds up. A backlog in write-back mode would be
+// moved to Badger a journal at a time, in bursts that cost Badger far more
+// memory (tables piling up in level 0) than a steady stream of small
+// transactions; measured with 1,000,000 records queued while the broker was
+// away, device profile: peak RSS ~56 MiB with direct writes, 85-120 MiB in
+// write-back. Committer only.
+func (b *Badger) chooseMode() {
+	b.mu.Lock()
+	n, bytes := b.idx.n, b.bytes
+	b.mu.Unlock()
+	switch {
+	case b.writeBack && (n > backlogRecords || bytes > b.jr.size/4):
+		// Everything in the journal goes to Badger first, so that from now
+		// on all records up to the last one are there.
+		if err := b.checkpoint(); err != nil {
+			b.opts.Logger.Warn("outbox: checkpoint before direct writes failed; staying in write-back", "err", err)
+			return
+		}
+		b.writeBack = false
+	case !b.writeBack && n < backlogRecords/4 && bytes < b.jr.size/16:
+		b.writeBack = true
+	}
+}
+
+// backlogRecords queued make the committer write records to Badger as
+// they come (see chooseMode).
+const backlogRecords = 4096
 
 // result is a batch after its write.
 type result struct {
@@ -265,6 +299,7 @@ type result struct {
 	dels            []delItem
 	appendBytes     int64
 	err             error
+	direct          bool // appends were written to Badger too
 }
 
 // finish completes a batch: its effects become visible and its callers
@@ -292,7 +327,14 @@ func (b *Badger) finish(it *result) {
 			b.commits++
 		}
 		for _, r := range appends {
-			if b.jr != nil {
+			switch {
+			case b.jr == nil:
+			case it.direct:
+				// In Badger already, and so is everything before it (the
+				// switch to direct writes checkpointed).
+				b.spilled = r.seq
+				b.maybeSpilled = max(b.maybeSpilled, r.seq)
+			default:
 				b.mem[r.seq] = jref{r.jpos, uint32(len(r.value))}
 			}
 			b.committedLocked(r.seq, r.size, r.enq, r.exp)
@@ -369,11 +411,11 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 	for _, r := range appends {
 		r.seq = b.nextSeq
 		b.nextSeq++
-		r.jpos = int64(set(recordKey(r.seq, r.size), r.value, jr == nil))
+		r.jpos = int64(set(recordKey(r.seq, r.size), r.value, jr == nil || !b.writeBack))
 		writes++
 	}
 	if len(appends) > 0 {
-		set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq), jr == nil)
+		set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq), jr == nil || !b.writeBack)
 	}
 	synced := len(appends) > 0
 	for _, r := range states {

@@ -475,3 +475,61 @@ func TestLingerKeepsBatchLimits(t *testing.T) {
 		t.Errorf("batch of %d requests, %d bytes; limit %d", len(batch), raw, b.maxJournalBatch)
 	}
 }
+
+// TestJournalBacklogReplay: with a backlog the committer writes to Badger
+// as it goes (chooseMode); a power loss then still loses nothing: what
+// Badger may lose since the last checkpoint is in the journal.
+func TestJournalBacklogReplay(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	o := Options{RemoveDelay: 1}
+	q, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const before, after = backlogRecords + 500, 3000
+	appendN := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			if _, err := q.Append(ctx, &Record{Topic: "t", QoS: 1, Payload: []byte(fmt.Sprint(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(1, before)
+	if err := q.Close(); err != nil { // checkpoint: all in Badger, synced
+		t.Fatal(err)
+	}
+	snap := snapshot(t, dir)
+	q, err = Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(before+1, before+after)
+	if q.writeBack || q.spilled != before+after {
+		t.Fatalf("with a backlog: write-back %v, spilled %d; want direct writes up to %d", q.writeBack, q.spilled, before+after)
+	}
+	for seq := uint64(1); seq <= 100; seq++ {
+		if err := q.Remove(seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q.keepJournal = true
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	restore(t, snap, dir)
+	q = openT(t, dir, o)
+	recs, err := q.Read(0, before+after, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != before+after-100 {
+		t.Fatalf("%d records after replay, want %d", len(recs), before+after-100)
+	}
+	for i, r := range recs {
+		if r.Seq != uint64(101+i) || string(r.Payload) != fmt.Sprint(101+i) {
+			t.Fatalf("record %d: seq %d payload %q", i, r.Seq, r.Payload)
+		}
+	}
+}
