@@ -396,6 +396,7 @@ func (c *Client) run(ctx context.Context) {
 // sendOn sends records in order on one connection until it is lost.
 func (c *Client) sendOn(ctx context.Context, s *session) {
 	d := c.d
+	var buf []outbox.Record // reused: send keeps no pointer into it
 	for {
 		d.mu.Lock()
 		room := d.maxFly - d.inflight
@@ -408,7 +409,9 @@ func (c *Client) sendOn(ctx context.Context, s *session) {
 			}
 			continue
 		}
-		recs, err := c.q.Read(after, min(room, 128), nil)
+		clear(buf)
+		recs, err := c.q.Read(after, min(room, 128), buf[:0])
+		buf = recs
 		if err != nil {
 			c.log.Error("holdfast: reading the outbox", "err", err)
 			if !c.waitKick(ctx, s, c.q.Wake()) {

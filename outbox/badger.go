@@ -45,6 +45,10 @@ type Badger struct {
 	// Badger, because a checkpoint that failed after committing some of
 	// its transactions left them there.
 	maybeSpilled uint64
+	// The last statfs (committer only; see freeSpace).
+	free, freeUsed int64
+	freeAt         time.Time
+	freeOK         bool
 	// writeBack (committer only, journal mode): appends stay in the journal
 	// until a checkpoint; false while a backlog builds up (chooseMode).
 	writeBack bool
