@@ -2,7 +2,9 @@ package client
 
 import (
 	"bytes"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.mqtt.golang/packets"
 )
@@ -186,5 +188,53 @@ func TestInboundQoS2DedupSurvivesResume(t *testing.T) {
 	d.Put("i.5", in(false)) // a new message under the identifier
 	if handled() {
 		t.Fatal("a new message (no DUP) was taken for a duplicate")
+	}
+}
+
+// gatedConn blocks its first Write until gate is closed.
+type gatedConn struct {
+	fakeConn
+	gate  chan struct{}
+	first sync.Once
+}
+
+func (g *gatedConn) Write(b []byte) (int, error) {
+	g.first.Do(func() { <-g.gate })
+	return g.fakeConn.Write(b)
+}
+
+// TestCloseSendsQueuedDisconnect: paho's DISCONNECT queued behind a write
+// in progress leaves before Close closes the connection (the broker would
+// otherwise publish the will).
+func TestCloseSendsQueuedDisconnect(t *testing.T) {
+	q := newTestQueue(t)
+	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	sink := &syncBuf{}
+	gc := &gatedConn{fakeConn: fakeConn{sink}, gate: make(chan struct{})}
+	c := &wireConn{Conn: gc, d: d, gen: d.dialed()}
+	ping := []byte{0xc0, 0x00}       // PINGREQ: blocks in the gated write
+	disconnect := []byte{0xe0, 0x00} // DISCONNECT: queued behind it
+	go func() { _, _ = c.Write(ping) }()
+	for {
+		c.out.mu.Lock()
+		busy := c.out.busy
+		c.out.mu.Unlock()
+		if busy {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := c.Write(disconnect); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(50*time.Millisecond, func() { close(gc.gate) })
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sink.mu.Lock()
+	got := append([]byte(nil), sink.b.Bytes()...)
+	sink.mu.Unlock()
+	if !bytes.Equal(got, append(ping, disconnect...)) {
+		t.Fatalf("written before Close returned: %x, want PINGREQ then DISCONNECT", got)
 	}
 }

@@ -24,13 +24,15 @@ func (w waitFor) ready() bool { return w.batch == nil || w.batch.isDone() }
 // one. A packet with nothing to wait for, with nothing queued before it, is
 // written at once by paho's goroutine.
 type outQueue struct {
-	mu      sync.Mutex // guards the fields below
-	cond    *sync.Cond // signals changes of q, busy, closed
-	q       []queuedWrite
-	busy    bool  // a write is in progress (paho's or the writer's)
-	err     error // the first write error: every later Write fails with it
-	closed  bool
-	started bool
+	mu   sync.Mutex // guards the fields below
+	cond *sync.Cond // signals changes of q, busy, closed
+	q    []queuedWrite
+	busy bool // a write is in progress (paho's or the writer's)
+	// writingDisconnect: the writer's write in progress is a DISCONNECT.
+	writingDisconnect bool
+	err               error // the first write error: every later Write fails with it
+	closed            bool
+	started           bool
 }
 
 type queuedWrite struct {
@@ -107,10 +109,11 @@ func (c *wireConn) writer() {
 		o.q[0] = queuedWrite{}
 		o.q = o.q[1:]
 		o.busy = true
+		o.writingDisconnect = isDisconnect(next.b)
 		o.mu.Unlock()
 		err := c.writeNow(next.b, next.w)
 		o.mu.Lock()
-		o.busy = false
+		o.busy, o.writingDisconnect = false, false
 		o.cond.Broadcast()
 		if err != nil && o.err == nil {
 			o.err = err
@@ -146,15 +149,51 @@ func (c *wireConn) writeNow(b []byte, w waitFor) error {
 // goroutine, and each write sets its own deadline (Config.WriteTimeout).
 func (c *wireConn) SetWriteDeadline(time.Time) error { return nil }
 
-// Close stops the writer; queued packets are dropped with the connection
-// (paho's resume sends what matters again).
+// Close stops the writer. A DISCONNECT that waits in the queue (behind QoS 2
+// writes waiting for durability) leaves first, with what precedes it, for
+// at most flushAtClose: dropped, the broker would take the closed connection
+// for a failure and publish the will. Anything else queued is dropped with
+// the connection (paho's resume sends what matters again).
 func (c *wireConn) Close() error {
 	o := &c.out
 	o.mu.Lock()
+	if o.cond != nil && o.err == nil && o.disconnectPending() {
+		expired := false
+		t := time.AfterFunc(flushAtClose, func() {
+			o.mu.Lock()
+			expired = true
+			o.cond.Broadcast()
+			o.mu.Unlock()
+		})
+		for (len(o.q) > 0 || o.busy) && o.err == nil && !expired && !o.closed {
+			o.cond.Wait()
+		}
+		t.Stop()
+	}
 	o.closed = true
 	if o.cond != nil {
 		o.cond.Broadcast()
 	}
 	o.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// flushAtClose bounds how long Close waits for a queued DISCONNECT.
+const flushAtClose = 2 * time.Second
+
+const ptypeDisconnect = 14
+
+func isDisconnect(b []byte) bool { return len(b) > 0 && b[0]>>4 == ptypeDisconnect }
+
+// disconnectPending: a DISCONNECT is queued or being written by the writer.
+func (o *outQueue) disconnectPending() bool {
+	if o.writingDisconnect {
+		return true
+	}
+	for _, w := range o.q {
+		if isDisconnect(w.b) {
+			return true
+		}
+	}
+	return false
 }
