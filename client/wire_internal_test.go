@@ -238,3 +238,50 @@ func TestCloseSendsQueuedDisconnect(t *testing.T) {
 		t.Fatalf("written before Close returned: %x, want PINGREQ then DISCONNECT", got)
 	}
 }
+
+// countingConn counts Write calls.
+type countingConn struct {
+	gatedConn
+	mu     sync.Mutex
+	writes int
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.writes++
+	c.mu.Unlock()
+	return c.gatedConn.Write(b)
+}
+
+// TestWriterBatchesReadyPackets: packets paho hands over while a write is
+// on its way leave together, in order, in one write.
+func TestWriterBatchesReadyPackets(t *testing.T) {
+	q := newTestQueue(t)
+	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	sink := &syncBuf{}
+	cc := &countingConn{gatedConn: gatedConn{fakeConn: fakeConn{sink}, gate: make(chan struct{})}}
+	c := &wireConn{Conn: cc, d: d, gen: d.dialed()}
+	defer c.Close()
+	var want []byte
+	for i := 0; i < 4; i++ {
+		p := []byte{0xc0, 0x00} // PINGREQ
+		if i > 0 {
+			p = []byte{0x40, 0x02, 0x00, byte(i)} // PUBACK i
+		}
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, p...)
+	}
+	close(cc.gate)
+	waitLen(t, sink, len(want), "queued packets not written")
+	sink.mu.Lock()
+	got := append([]byte(nil), sink.b.Bytes()...)
+	sink.mu.Unlock()
+	cc.mu.Lock()
+	writes := cc.writes
+	cc.mu.Unlock()
+	if !bytes.Equal(got, want) || writes > 2 {
+		t.Fatalf("wrote %x in %d writes, want %x in at most 2", got, writes, want)
+	}
+}

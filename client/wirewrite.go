@@ -19,30 +19,44 @@ type waitFor struct {
 
 func (w waitFor) ready() bool { return w.batch == nil || w.batch.isDone() }
 
-// outQueue holds packets paho handed over but that wait for durability.
-// Writes leave in paho's order: a packet that waits holds back every later
-// one. A packet with nothing to wait for, with nothing queued before it, is
-// written at once by paho's goroutine.
+// outQueue holds the packets paho handed over, in paho's order, for the
+// connection's writer goroutine. Write copies the packet and returns at
+// once, so paho's writer goes on with the next packet while the last ones
+// are on their way: the writer sends every packet that is ready in one
+// write (measured: one write syscall per packet was 7.6 us of the client's
+// 41.6 us per message). A packet that waits for durability holds back every
+// later one.
 type outQueue struct {
-	mu   sync.Mutex // guards the fields below
-	cond *sync.Cond // signals changes of q, busy, closed
-	q    []queuedWrite
-	busy bool // a write is in progress (paho's or the writer's)
-	// writingDisconnect: the writer's write in progress is a DISCONNECT.
-	writingDisconnect bool
+	mu    sync.Mutex // guards the fields below
+	cond  *sync.Cond // signals changes of buf, marks, busy, closed
+	buf   []byte     // the queued packets, back to back
+	marks []mark     // one per queued packet
+	busy  bool       // the writer holds packets it took from the queue
+	// sendingDisconnect: a DISCONNECT is among the packets the writer holds.
+	sendingDisconnect bool
 	err               error // the first write error: every later Write fails with it
 	closed            bool
 	started           bool
 }
 
-type queuedWrite struct {
-	b []byte
-	w waitFor
+// mark ends one queued packet in outQueue.buf.
+type mark struct {
+	end        int
+	w          waitFor
+	disconnect bool
 }
 
-// maxQueuedWrites bounds what paho may hand over ahead of the network:
-// past it, Write blocks like a slow socket would.
-const maxQueuedWrites = 4096
+// maxQueuedWrites packets or maxQueuedBytes bound what paho may hand over
+// ahead of the network: past them, Write blocks like a slow socket would.
+const (
+	maxQueuedWrites = 4096
+	maxQueuedBytes  = 1 << 20
+)
+
+// flushAtClose bounds how long Close waits for a queued DISCONNECT to leave.
+const flushAtClose = 2 * time.Second
+
+const ptypeDisconnect = 14
 
 func (c *wireConn) write(b []byte, w waitFor) (int, error) {
 	o := &c.out
@@ -50,28 +64,7 @@ func (c *wireConn) write(b []byte, w waitFor) (int, error) {
 	if o.cond == nil {
 		o.cond = sync.NewCond(&o.mu)
 	}
-	if o.err != nil {
-		err := o.err
-		o.mu.Unlock()
-		return 0, err
-	}
-	if len(o.q) == 0 && !o.busy && w.ready() {
-		o.busy = true
-		o.mu.Unlock()
-		err := c.writeNow(b, w)
-		o.mu.Lock()
-		o.busy = false
-		if err != nil && o.err == nil {
-			o.err = err
-		}
-		o.cond.Broadcast()
-		o.mu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-		return len(b), nil
-	}
-	for len(o.q) >= maxQueuedWrites && o.err == nil && !o.closed {
+	for (len(o.marks) >= maxQueuedWrites || (len(o.marks) > 0 && len(o.buf)+len(b) > maxQueuedBytes)) && o.err == nil && !o.closed {
 		o.cond.Wait()
 	}
 	if o.err != nil || o.closed {
@@ -82,7 +75,8 @@ func (c *wireConn) write(b []byte, w waitFor) (int, error) {
 		}
 		return 0, err
 	}
-	o.q = append(o.q, queuedWrite{b: append([]byte(nil), b...), w: w})
+	o.buf = append(o.buf, b...)
+	o.marks = append(o.marks, mark{end: len(o.buf), w: w, disconnect: len(b) > 0 && b[0]>>4 == ptypeDisconnect})
 	if !o.started {
 		o.started = true
 		go c.writer()
@@ -92,72 +86,98 @@ func (c *wireConn) write(b []byte, w waitFor) (int, error) {
 	return len(b), nil
 }
 
-// writer writes queued packets in order, each once its state is durable.
-// It ends when the connection is closed.
+// writer writes queued packets in order, each once its state is durable,
+// as many per write as are ready. It ends when the connection is closed.
 func (c *wireConn) writer() {
 	o := &c.out
+	var out []byte   // the bytes of one write
+	var ws []mark    // their packets
+	var spare []byte // the queue's previous buffer, for reuse
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for {
-		for !o.closed && (len(o.q) == 0 || o.busy) {
+		for !o.closed && len(o.marks) == 0 {
 			o.cond.Wait()
 		}
 		if o.closed {
 			return
 		}
-		next := o.q[0]
-		o.q[0] = queuedWrite{}
-		o.q = o.q[1:]
+		// The first packet may have to wait for its state; the ones after
+		// it go along only if they need not wait.
+		n := 1
+		for n < len(o.marks) && o.marks[n].w.ready() {
+			n++
+		}
+		end := o.marks[n-1].end
+		out = append(out[:0], o.buf[:end]...)
+		ws = append(ws[:0], o.marks[:n]...)
+		rest := copy(o.marks, o.marks[n:])
+		clear(o.marks[rest:])
+		o.marks = o.marks[:rest]
+		for i := range o.marks {
+			o.marks[i].end -= end
+		}
+		if rest == 0 {
+			o.buf, spare = spare[:0], o.buf
+		} else {
+			o.buf = o.buf[:copy(o.buf, o.buf[end:])]
+		}
 		o.busy = true
-		o.writingDisconnect = isDisconnect(next.b)
+		o.sendingDisconnect = false
+		for _, m := range ws {
+			o.sendingDisconnect = o.sendingDisconnect || m.disconnect
+		}
 		o.mu.Unlock()
-		err := c.writeNow(next.b, next.w)
+		err := c.writeBatch(out, ws)
 		o.mu.Lock()
-		o.busy, o.writingDisconnect = false, false
+		o.busy, o.sendingDisconnect = false, false
 		o.cond.Broadcast()
 		if err != nil && o.err == nil {
 			o.err = err
-			o.q = nil
+			o.buf, o.marks = nil, nil
 			// paho learns of it through the reader, as a lost connection.
 			go c.breakConn()
 		}
 	}
 }
 
-// writeNow waits for the packet's state and writes it, with the write
-// timeout of one packet.
-func (c *wireConn) writeNow(b []byte, w waitFor) error {
-	if w.ok && w.batch != nil {
-		if err := c.d.durable(w.batch, w.seq, w.id, w.phase); err != nil {
-			return err
+// writeBatch waits for the states the packets need and writes them, with
+// the write timeout of one write.
+func (c *wireConn) writeBatch(b []byte, ws []mark) error {
+	for _, m := range ws {
+		if m.w.ok && m.w.batch != nil {
+			if err := c.d.durable(m.w.batch, m.w.seq, m.w.id, m.w.phase); err != nil {
+				return err
+			}
 		}
 	}
 	if c.writeTimeout > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 	}
-	_, err := c.Conn.Write(b)
-	if err != nil {
+	if _, err := c.Conn.Write(b); err != nil {
 		return err
 	}
-	if w.pubrel {
-		c.d.pubrelWritten(w.id)
+	for _, m := range ws {
+		if m.w.pubrel {
+			c.d.pubrelWritten(m.w.id)
+		}
 	}
 	return nil
 }
 
-// SetWriteDeadline is a no-op: writes may happen later, on the writer
+// SetWriteDeadline is a no-op: writes happen later, on the writer
 // goroutine, and each write sets its own deadline (Config.WriteTimeout).
 func (c *wireConn) SetWriteDeadline(time.Time) error { return nil }
 
-// Close stops the writer. A DISCONNECT that waits in the queue (behind QoS 2
-// writes waiting for durability) leaves first, with what precedes it, for
-// at most flushAtClose: dropped, the broker would take the closed connection
-// for a failure and publish the will. Anything else queued is dropped with
-// the connection (paho's resume sends what matters again).
+// Close stops the writer. A queued DISCONNECT (paho's clean disconnect)
+// and what precedes it leave first, for at most flushAtClose: without it the
+// broker would take the closed connection for a failure and publish the
+// will. Anything else queued is dropped with the connection (paho's resume
+// sends what matters again).
 func (c *wireConn) Close() error {
 	o := &c.out
 	o.mu.Lock()
-	if o.cond != nil && o.err == nil && o.disconnectPending() {
+	if o.cond != nil && o.err == nil && (o.sendingDisconnect || o.queuedDisconnect()) {
 		expired := false
 		t := time.AfterFunc(flushAtClose, func() {
 			o.mu.Lock()
@@ -165,7 +185,7 @@ func (c *wireConn) Close() error {
 			o.cond.Broadcast()
 			o.mu.Unlock()
 		})
-		for (len(o.q) > 0 || o.busy) && o.err == nil && !expired && !o.closed {
+		for (len(o.marks) > 0 || o.busy) && o.err == nil && !expired && !o.closed {
 			o.cond.Wait()
 		}
 		t.Stop()
@@ -178,20 +198,9 @@ func (c *wireConn) Close() error {
 	return c.Conn.Close()
 }
 
-// flushAtClose bounds how long Close waits for a queued DISCONNECT.
-const flushAtClose = 2 * time.Second
-
-const ptypeDisconnect = 14
-
-func isDisconnect(b []byte) bool { return len(b) > 0 && b[0]>>4 == ptypeDisconnect }
-
-// disconnectPending: a DISCONNECT is queued or being written by the writer.
-func (o *outQueue) disconnectPending() bool {
-	if o.writingDisconnect {
-		return true
-	}
-	for _, w := range o.q {
-		if isDisconnect(w.b) {
+func (o *outQueue) queuedDisconnect() bool {
+	for i := len(o.marks) - 1; i >= 0; i-- {
+		if o.marks[i].disconnect {
 			return true
 		}
 	}
