@@ -52,9 +52,17 @@ var errBroken = errors.New("holdfast: connection dropped to resend in order")
 
 // breakConn makes the connection fail as a loss: paho reports it, and the
 // next connection's resume sends everything in flight again, in order.
-func (c *wireConn) breakConn() {
-	err := errBroken
-	c.broken.Store(&err)
+func (c *wireConn) breakConn() { c.breakWith(errBroken) }
+
+// breakWith is breakConn reporting why (the first cause wins). A cause that
+// says the connection was closed locally is replaced by errBroken, which
+// paho does not ignore.
+func (c *wireConn) breakWith(cause error) {
+	err := cause
+	if strings.Contains(err.Error(), "use of closed network connection") {
+		err = errBroken
+	}
+	c.broken.CompareAndSwap(nil, &err)
 	_ = c.Conn.Close()
 }
 

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -283,5 +284,51 @@ func TestWriterBatchesReadyPackets(t *testing.T) {
 	cc.mu.Unlock()
 	if !bytes.Equal(got, want) || writes > 2 {
 		t.Fatalf("wrote %x in %d writes, want %x in at most 2", got, writes, want)
+	}
+}
+
+// TestSlowLinkWithinWriteTimeout: on a link slow enough that a batch takes
+// longer than the write timeout, but where every few KiB move well within
+// it, the connection must not break (the timeout measures a lack of
+// progress).
+func TestSlowLinkWithinWriteTimeout(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	go func() {
+		buf := make([]byte, 1024)
+		for {
+			if _, err := b.Read(buf); err != nil {
+				return
+			}
+			time.Sleep(2 * time.Millisecond) // ~500 KB/s
+		}
+	}()
+	c := &wireConn{Conn: a, writeTimeout: 100 * time.Millisecond}
+	defer c.Close()
+	pkt := func(n int) []byte { // a QoS 0 PUBLISH with an n-byte payload
+		body := append([]byte{0, 1, 't'}, make([]byte, n)...)
+		return append([]byte{0x30, byte(len(body)&0x7f) | 0x80, byte(len(body) >> 7)}, body...)
+	}
+	for i := 0; i < 300; i++ { // 300 KB: ~0.6 s on this link
+		if _, err := c.Write(pkt(1000)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.out.mu.Lock()
+		err, left := c.out.err, len(c.out.marks)
+		busy := c.out.busy
+		c.out.mu.Unlock()
+		if err != nil {
+			t.Fatalf("the connection broke on a slow but moving link: %v", err)
+		}
+		if left == 0 && !busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("queue not drained")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -48,10 +49,19 @@ type mark struct {
 
 // maxQueuedWrites packets or maxQueuedBytes bound what paho may hand over
 // ahead of the network: past them, Write blocks like a slow socket would.
+// The byte bound is small so that a PINGREQ never waits long behind data
+// (paho times the ping from its Write) and so that a write error drops
+// little (queued QoS 0 messages count as sent).
 const (
 	maxQueuedWrites = 4096
-	maxQueuedBytes  = 1 << 20
+	maxQueuedBytes  = 64 << 10
 )
+
+// writeChunk bytes at most go in one write with one deadline: the write
+// timeout measures a lack of progress, not the time a batch takes (with
+// the default 10 s, a link must move 4 KiB in 10 s; batching 256-byte
+// messages still saves 15 of 16 writes).
+const writeChunk = 4 << 10
 
 // flushAtClose bounds how long Close waits for a queued DISCONNECT to leave.
 const flushAtClose = 2 * time.Second
@@ -132,17 +142,23 @@ func (c *wireConn) writer() {
 		o.mu.Lock()
 		o.busy, o.sendingDisconnect = false, false
 		o.cond.Broadcast()
+		if cap(out) > 4*maxQueuedBytes {
+			out = nil // do not keep a large packet's buffer for the connection's life
+		}
+		if cap(spare) > 4*maxQueuedBytes {
+			spare = nil
+		}
 		if err != nil && o.err == nil {
 			o.err = err
 			o.buf, o.marks = nil, nil
 			// paho learns of it through the reader, as a lost connection.
-			go c.breakConn()
+			go c.breakWith(fmt.Errorf("holdfast: write: %w", err))
 		}
 	}
 }
 
 // writeBatch waits for the states the packets need and writes them, with
-// the write timeout of one write.
+// the write timeout for each chunk of writeChunk bytes.
 func (c *wireConn) writeBatch(b []byte, ws []mark) error {
 	for _, m := range ws {
 		if m.w.ok && m.w.batch != nil {
@@ -151,11 +167,15 @@ func (c *wireConn) writeBatch(b []byte, ws []mark) error {
 			}
 		}
 	}
-	if c.writeTimeout > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
-	}
-	if _, err := c.Conn.Write(b); err != nil {
-		return err
+	for len(b) > 0 {
+		n := min(len(b), writeChunk)
+		if c.writeTimeout > 0 {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+		}
+		if _, err := c.Conn.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
 	}
 	for _, m := range ws {
 		if m.w.pubrel {
@@ -191,6 +211,7 @@ func (c *wireConn) Close() error {
 		t.Stop()
 	}
 	o.closed = true
+	o.buf, o.marks = nil, nil
 	if o.cond != nil {
 		o.cond.Broadcast()
 	}
