@@ -23,9 +23,10 @@ import (
 // Open; Close it to flush removals and release the directory.
 //
 // It owns two goroutines besides Badger's own: the committer, which writes
-// every append, state change and batch of removals (one Badger transaction
-// and one sync per batch), and the maintainer, which runs value-log garbage
-// collection and keeps file permissions owner-only.
+// every append, state change and batch of removals (one journal frame and
+// one sync per batch; see journal.go) and runs checkpoints, and the
+// maintainer, which runs value-log garbage collection and keeps file
+// permissions owner-only.
 type Badger struct {
 	core
 	dir string

@@ -6,14 +6,14 @@ import (
 	"time"
 )
 
-// committer is the only goroutine that writes to Badger (value-log GC
-// aside). It takes every request waiting, writes them in one transaction and
-// commits it: with SyncWrites on (GroupCommit, SyncEach) the commit returns
-// after Badger synced its write-ahead log and value log, so one sync covers
-// the whole batch. Sequences are assigned here, in batch order, so assignment
+// committer is the only goroutine that writes to the journal and to Badger
+// (value-log GC aside). It takes every request waiting and commits them as
+// one batch: one journal frame and one fdatasync (see write), so one sync
+// covers the whole batch; without a journal, one Badger transaction with
+// SyncWrites. Sequences are assigned here, in batch order, so assignment
 // order is commit order is read order. SyncEach takes one request per
-// transaction. Pending removals ride along with every batch, or go alone
-// after RemoveDelay (or at once past deleteFlushCount).
+// batch. Pending removals ride along with every batch, or go alone after
+// RemoveDelay (or at once past deleteFlushCount). Checkpoints run here too.
 func (b *Badger) committer() {
 	defer b.wg.Done()
 	timer := time.NewTimer(time.Hour)
