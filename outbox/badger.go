@@ -749,7 +749,10 @@ func openJournalFor(db *badger.DB, dir string, o Options) (*journal, error) {
 // keys, so applying one that Badger already holds changes nothing.
 func replayJournal(db *badger.DB, dir string, jr *journal, frames [][]byte) error {
 	if len(frames) == 0 {
-		return nil
+		// Still a new generation: frames of the current one may lie further
+		// on, written but never synced before a power loss (the first of
+		// them torn); the next frames must not line up with them.
+		return jr.reset()
 	}
 	for i, p := range frames {
 		ops, err := decodeFrame(p)

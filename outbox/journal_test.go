@@ -533,3 +533,54 @@ func TestJournalBacklogReplay(t *testing.T) {
 		}
 	}
 }
+
+// TestJournalNewGenerationAtEveryOpen: unsynced frames may survive a power
+// loss without the one before them (torn). An Open that finds no frame to
+// replay must still start a new generation, or a new frame of the same size
+// as the torn one would make the stale frame after it look valid.
+func TestJournalNewGenerationAtEveryOpen(t *testing.T) {
+	dir := t.TempDir()
+	j, _, err := openJournal(dir, journalMinBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(j *journal, key string) {
+		t.Helper()
+		j.begin()
+		j.set([]byte(key), []byte("value"))
+		if _, err := j.write(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frame(j, "f1")
+	frame(j, "f2") // same size as f1
+	// f1 torn, f2 on disk.
+	if _, err := j.f.WriteAt([]byte{0xff}, journalHdrSize+frameHdrSize+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.close(); err != nil {
+		t.Fatal(err)
+	}
+	j, frames, err := openJournal(dir, journalMinBytes)
+	if err != nil || len(frames) != 0 {
+		t.Fatalf("reopen after a torn first frame: %d frames, %v", len(frames), err)
+	}
+	if err := replayJournal(nil, dir, j, frames); err != nil { // nothing to apply: no Badger needed
+		t.Fatal(err)
+	}
+	frame(j, "g1") // same size as f1, in its place
+	if err := j.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.close(); err != nil {
+		t.Fatal(err)
+	}
+	j, frames, err = openJournal(dir, journalMinBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.close()
+	if len(frames) != 1 {
+		t.Fatalf("replayed %d frames, want only the new one (a stale frame came back)", len(frames))
+	}
+}
