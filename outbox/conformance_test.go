@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,26 @@ var impls = []impl{
 		name:       "badger",
 		persistent: true,
 		open: func(_ testing.TB, dir string, o Options) (Queue, error) {
+			return Open(dir, o)
+		},
+	},
+	{
+		// With a key there is no journal: every batch is a synced Badger
+		// transaction (the other commit path).
+		name:       "badger-encrypted",
+		persistent: true,
+		open: func(_ testing.TB, dir string, o Options) (Queue, error) {
+			if o.EncryptionKey == nil {
+				o.EncryptionKey = bytes.Repeat([]byte{7}, 32)
+			}
+			return Open(dir, o)
+		},
+	},
+	{
+		name:       "badger-server",
+		persistent: true,
+		open: func(_ testing.TB, dir string, o Options) (Queue, error) {
+			o.Profile = ProfileServer
 			return Open(dir, o)
 		},
 	},
