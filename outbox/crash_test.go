@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -23,6 +24,7 @@ const (
 	crashDirEnv     = "HOLDFAST_OUTBOX_CRASH_DIR"
 	crashModeEnv    = "HOLDFAST_OUTBOX_CRASH_MODE"
 	crashRunEnv     = "HOLDFAST_OUTBOX_CRASH_RUN"
+	crashKeyEnv     = "HOLDFAST_OUTBOX_CRASH_KEY" // set: encrypted (no journal)
 	crashWorkers    = 4
 	crashKills      = 20
 	crashPayloadPad = 100
@@ -32,7 +34,11 @@ func crashChild() {
 	mode, _ := strconv.Atoi(os.Getenv(crashModeEnv))
 	run := os.Getenv(crashRunEnv)
 	// A small journal, so that kills also land in and around checkpoints.
-	q, err := Open(os.Getenv(crashDirEnv), Options{Durability: Durability(mode), MaxRecordBytes: 4096, journalBytes: 32 << 10})
+	o := Options{Durability: Durability(mode), MaxRecordBytes: 4096, journalBytes: 32 << 10}
+	if os.Getenv(crashKeyEnv) != "" {
+		o.EncryptionKey = crashKey
+	}
+	q, err := Open(os.Getenv(crashDirEnv), o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(3)
@@ -80,17 +86,24 @@ func TestCrashDurability(t *testing.T) {
 	for _, mode := range []Durability{GroupCommit, SyncEach, NoSync} {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
-			crashLoop(t, mode)
+			crashLoop(t, mode, nil)
 		})
 	}
+	// With a key there is no journal: synced Badger transactions.
+	t.Run("group-commit-encrypted", func(t *testing.T) {
+		t.Parallel()
+		crashLoop(t, GroupCommit, crashKey)
+	})
 }
+
+var crashKey = bytes.Repeat([]byte{9}, 32)
 
 type printed struct {
 	seq uint64
 	key string // run:goroutine:i
 }
 
-func crashLoop(t *testing.T, mode Durability) {
+func crashLoop(t *testing.T, mode Durability, key []byte) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(mode)))
 	var all []printed // every sequence any child printed
@@ -100,6 +113,9 @@ func crashLoop(t *testing.T, mode Durability) {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), crashChildEnv+"=1", crashDirEnv+"="+dir,
 			fmt.Sprintf("%s=%d", crashModeEnv, mode), fmt.Sprintf("%s=%d", crashRunEnv, run))
+		if key != nil {
+			cmd.Env = append(cmd.Env, crashKeyEnv+"=1")
+		}
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		stdout, err := cmd.StdoutPipe()
@@ -165,9 +181,9 @@ func crashLoop(t *testing.T, mode Durability) {
 		}
 		all = append(all, got...)
 		total += len(got)
-		lastMax = verifyCrashDir(t, dir, all, run)
+		lastMax = verifyCrashDir(t, dir, all, run, key)
 	}
-	t.Logf("%s: %d kills, %d acknowledged appends, all present", mode, crashKills, total)
+	t.Logf("%s (encrypted %v): %d kills, %d acknowledged appends, all present", mode, key != nil, crashKills, total)
 }
 
 func parsePrinted(t *testing.T, l string) printed {
@@ -185,9 +201,9 @@ func parsePrinted(t *testing.T, l string) printed {
 
 // verifyCrashDir reopens dir and checks it against everything printed so
 // far; it returns the highest sequence stored.
-func verifyCrashDir(t *testing.T, dir string, all []printed, run int) uint64 {
+func verifyCrashDir(t *testing.T, dir string, all []printed, run int, key []byte) uint64 {
 	t.Helper()
-	q, err := Open(dir, Options{})
+	q, err := Open(dir, Options{EncryptionKey: key})
 	if err != nil {
 		t.Fatalf("run %d: reopen after kill: %v", run, err)
 	}
