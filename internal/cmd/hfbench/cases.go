@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -129,15 +130,7 @@ func runCase(ctx context.Context, e *env, spec caseSpec) (CaseResult, error) {
 		}
 		runs = append(runs, r)
 	}
-	slices.SortFunc(runs, func(a, b CaseResult) int {
-		switch {
-		case a.MsgPerSec < b.MsgPerSec:
-			return -1
-		case a.MsgPerSec > b.MsgPerSec:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(runs, func(a, b CaseResult) int { return cmp.Compare(a.MsgPerSec, b.MsgPerSec) })
 	med := runs[len(runs)/2]
 	if len(runs) > 1 {
 		for _, r := range runs {
@@ -270,6 +263,34 @@ func (e *env) size(spec caseSpec, w int, d time.Duration) int {
 
 // warmup is the number of messages sent before a case is measured.
 func warmup(n int) int { return min(1000, n/10) }
+
+// measure runs one throughput case on a connected client: a warm-up of
+// warmup(spec.Messages) messages, which also sizes the case, then the
+// measured publish of the rest under the meter. publish sends msgs and
+// returns when the last publish call returned (it waits for the
+// acknowledgements before it returns).
+func (e *env) measure(spec caseSpec, res *CaseResult, publish func(msgs [][]byte) (time.Duration, error)) error {
+	w := warmup(spec.Messages)
+	wstart := time.Now()
+	if _, err := publish(e.payloads(0, w)); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	n := e.size(spec, w, time.Since(wstart))
+	res.Messages = n
+	msgs := e.payloads(1, n)
+	m := e.startMeter(spec.Name)
+	start := time.Now()
+	pub, err := publish(msgs)
+	elapsed := time.Since(start)
+	m.stop(res, n)
+	if err != nil {
+		return err
+	}
+	res.Seconds = elapsed.Seconds()
+	res.PublishSeconds = pub.Seconds()
+	res.MsgPerSec = perSecond(n, elapsed)
+	return nil
+}
 
 // perSecond returns n / d in messages per second.
 func perSecond(n int, d time.Duration) float64 {

@@ -43,28 +43,14 @@ func runHoldfast(ctx context.Context, e *env, spec caseSpec) (CaseResult, error)
 	}
 	topic := "bench/" + spec.Name
 	opts := client.PublishOptions{QoS: spec.QoS}
-	w := warmup(spec.Messages)
-	wstart := time.Now()
-	if _, err := hfPublish(ctx, c, topic, opts, spec.Goroutines, e.payloads(0, w)); err != nil {
-		return res, fmt.Errorf("warm-up: %w", err)
-	}
-	n := e.size(spec, w, time.Since(wstart))
-	res.Messages = n
-	msgs := e.payloads(1, n)
-	m := e.startMeter(spec.Name)
-	start := time.Now()
-	pub, err := hfPublish(ctx, c, topic, opts, spec.Goroutines, msgs)
-	elapsed := time.Since(start)
-	m.stop(&res, n)
-	if err != nil {
+	if err := e.measure(spec, &res, func(msgs [][]byte) (time.Duration, error) {
+		return hfPublish(ctx, c, topic, opts, spec.Goroutines, msgs)
+	}); err != nil {
 		return res, err
 	}
 	if st := c.Stats(); st.Resent > 0 || st.Reconnects > 0 {
 		res.Note = fmt.Sprintf("%d resent, %d reconnects", st.Resent, st.Reconnects)
 	}
-	res.Seconds = elapsed.Seconds()
-	res.PublishSeconds = pub.Seconds()
-	res.MsgPerSec = perSecond(n, elapsed)
 	return res, nil
 }
 

@@ -47,26 +47,10 @@ func runPaho(ctx context.Context, e *env, spec caseSpec) (CaseResult, error) {
 	}
 	defer c.Disconnect(250)
 	topic := "bench/" + spec.Name
-	w := warmup(spec.Messages)
-	wstart := time.Now()
-	if err := pahoPublish(ctx, c, topic, spec.QoS, spec.Goroutines, e.payloads(0, w)); err != nil {
-		return res, fmt.Errorf("warm-up: %w", err)
-	}
-	n := e.size(spec, w, time.Since(wstart))
-	res.Messages = n
-	msgs := e.payloads(1, n)
-	m := e.startMeter(spec.Name)
-	start := time.Now()
-	pub, err := pahoPublishTimed(ctx, c, topic, spec.QoS, spec.Goroutines, msgs)
-	elapsed := time.Since(start)
-	m.stop(&res, n)
-	if err != nil {
-		return res, err
-	}
-	res.Seconds = elapsed.Seconds()
-	res.PublishSeconds = pub.Seconds()
-	res.MsgPerSec = perSecond(n, elapsed)
-	return res, nil
+	err = e.measure(spec, &res, func(msgs [][]byte) (time.Duration, error) {
+		return pahoPublishTimed(ctx, c, topic, spec.QoS, spec.Goroutines, msgs)
+	})
+	return res, err
 }
 
 func pahoPublish(ctx context.Context, c mqtt.Client, topic string, qos byte, g int, msgs [][]byte) error {
