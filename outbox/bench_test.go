@@ -4,36 +4,21 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/holdfast-mqtt/holdfast/outbox/internal/benchdata"
 )
 
 var benchReopenN = flag.Int("outbox.reopen", 1_000_000, "records in the outbox BenchmarkReopen opens")
 
-// benchPool is random bytes; each record takes the next 256-byte window, so
-// that neither compression nor repetition flatters the figures.
-var (
-	benchPool = func() []byte {
-		b := make([]byte, 1<<20)
-		r := rand.New(rand.NewPCG(7, 7))
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
-		return b
-	}()
-	benchNext atomic.Uint64
-)
-
-const benchPayloadLen = 256
+const benchPayloadLen = benchdata.PayloadLen
 
 func benchRecord() *Record {
-	off := (benchNext.Add(1) * benchPayloadLen) % uint64(len(benchPool))
-	return &Record{Topic: "bench/telemetry", QoS: 1, Payload: benchPool[off : off+benchPayloadLen]}
+	return &Record{Topic: "bench/telemetry", QoS: 1, Payload: benchdata.Payload()}
 }
 
 // BenchmarkAppend: one op is one Append; with 16 appenders they run

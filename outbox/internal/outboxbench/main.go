@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,6 +35,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/holdfast-mqtt/holdfast/outbox"
+	"github.com/holdfast-mqtt/holdfast/outbox/internal/benchdata"
 )
 
 var (
@@ -50,25 +50,10 @@ var (
 	flagQDir   = flag.String("qdir", "", "internal: outbox directory of a child")
 )
 
-// pool is random bytes; each record takes the next 256-byte window, so that
-// neither compression nor repetition flatters the figures.
-var (
-	pool = func() []byte {
-		b := make([]byte, 1<<20)
-		r := rand.New(rand.NewPCG(7, 7))
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
-		return b
-	}()
-	poolNext atomic.Uint64
-)
-
-const payloadLen = 256
+const payloadLen = benchdata.PayloadLen
 
 func record() *outbox.Record {
-	off := (poolNext.Add(1) * payloadLen) % uint64(len(pool))
-	return &outbox.Record{Topic: "bench/telemetry", QoS: 1, Payload: pool[off : off+payloadLen]}
+	return &outbox.Record{Topic: "bench/telemetry", QoS: 1, Payload: benchdata.Payload()}
 }
 
 func main() {
@@ -347,6 +332,17 @@ func appendRateBatch(dir string, o outbox.Options, workers int) (float64, float6
 	check(err)
 	defer os.RemoveAll(dir)
 	defer q.Close()
+	rate := opsPerSecond(workers, func() {
+		_, err := q.Append(context.Background(), record())
+		check(err)
+	})
+	st := q.Stats()
+	return rate, float64(st.Appended) / float64(max(st.Commits, 1))
+}
+
+// opsPerSecond runs op in a loop on each of workers goroutines for -dur and
+// returns the calls per second.
+func opsPerSecond(workers int, op func()) float64 {
 	var n atomic.Int64
 	deadline := time.Now().Add(*flagDur)
 	start := time.Now()
@@ -356,16 +352,13 @@ func appendRateBatch(dir string, o outbox.Options, workers int) (float64, float6
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				_, err := q.Append(context.Background(), record())
-				check(err)
+				op()
 				n.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	rate := float64(n.Load()) / time.Since(start).Seconds()
-	st := q.Stats()
-	return rate, float64(st.Appended) / float64(max(st.Commits, 1))
+	return float64(n.Load()) / time.Since(start).Seconds()
 }
 
 // nativeRate: each appender commits its own Badger transaction with
@@ -379,24 +372,12 @@ func nativeRate(dir string, workers int) float64 {
 	check(err)
 	defer os.RemoveAll(dir)
 	defer db.Close()
-	var seq, n atomic.Uint64
-	deadline := time.Now().Add(*flagDur)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			val := make([]byte, 300)
-			for time.Now().Before(deadline) {
-				k := []byte(fmt.Sprintf("r%016x", seq.Add(1)))
-				check(db.Update(func(txn *badger.Txn) error { return txn.Set(k, val) }))
-				n.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds()
+	var seq atomic.Uint64
+	val := make([]byte, 300)
+	return opsPerSecond(workers, func() {
+		k := []byte(fmt.Sprintf("r%016x", seq.Add(1)))
+		check(db.Update(func(txn *badger.Txn) error { return txn.Set(k, val) }))
+	})
 }
 
 func drainRate(dir string, p outbox.Profile, total int) float64 {
