@@ -426,25 +426,7 @@ func (b *Badger) Append(ctx context.Context, r *Record) (uint64, error) {
 // SetState implements Queue.SetState. Errors: ErrClosed, ErrNotFound,
 // ErrInvalidRecord, ErrDiskFull, ErrStorage, ctx.Err().
 func (b *Badger) SetState(ctx context.Context, seq uint64, packetID uint16, phase Phase) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	b.mu.Lock()
-	if err := b.checkLiveLocked(seq, phase); err != nil {
-		b.mu.Unlock()
-		return err
-	}
-	b.ops.Add(1)
-	b.mu.Unlock()
-	defer b.ops.Done()
-	req := &writeReq{state: true, seq: seq, packetID: packetID, phase: phase, done: make(chan struct{})}
-	select {
-	case b.reqs <- req:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	<-req.done // bounded: one commit
-	return req.err
+	return b.SetStates(ctx, []StateUpdate{{Seq: seq, PacketID: packetID, Phase: phase}})
 }
 
 // SetStates implements StateBatcher: the updates are handed to the

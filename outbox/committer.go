@@ -383,13 +383,15 @@ func (b *Badger) finish(it *result) {
 // Badger too, unsynced: the frame covers them.
 func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 	jr := b.jr
-	if jr != nil && !jr.fits(frameBound(appends, states, dels)) {
-		if err := b.checkpoint(); err != nil {
-			return err
-		}
-		if !jr.fits(frameBound(appends, states, dels)) {
-			// The batch limits keep a frame within half the journal.
-			return fmt.Errorf("batch of %d bytes larger than the journal", frameBound(appends, states, dels))
+	if need := 0; jr != nil {
+		if need = frameBound(appends, states, dels); !jr.fits(need) {
+			if err := b.checkpoint(); err != nil {
+				return err
+			}
+			if !jr.fits(need) {
+				// The batch limits keep a frame within half the journal.
+				return fmt.Errorf("batch of %d bytes larger than the journal", need)
+			}
 		}
 	}
 	txn := b.db.NewTransaction(true)
@@ -520,7 +522,6 @@ func (b *Badger) fail(reqs []*writeReq, err error) {
 	defer b.mu.Unlock()
 	for _, r := range reqs {
 		r.err = err
-		r.skip = true
 		if !r.state {
 			b.abortLocked(int64(r.size))
 		}

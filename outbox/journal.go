@@ -76,9 +76,6 @@ const (
 	journalMinBytes = 1 << 20
 )
 
-// errJournalCorrupt: the header is unreadable and so is the first frame.
-var errJournalCorrupt = errors.New("journal header unreadable")
-
 // openJournal opens or creates the journal in dir, preallocated to at least
 // size bytes, and returns it with the payloads of the frames to replay.
 func openJournal(dir string, size int64) (*journal, [][]byte, error) {
@@ -133,7 +130,7 @@ func openJournal(dir string, size int64) (*journal, [][]byte, error) {
 			}
 			return j, nil, nil
 		default:
-			return fail(fmt.Errorf("%w: %s", errJournalCorrupt, path))
+			return fail(fmt.Errorf("journal header unreadable: %s", path))
 		}
 	}
 	j.gen = gen
@@ -259,7 +256,7 @@ func (j *journal) payloadLen() int { return len(j.buf) - frameHdrSize }
 // only at the tail, where replay stops anyway: any later sync covers it.
 // The caller checked fits.
 func (j *journal) write() (int64, error) {
-	if err := j.failed(); err != nil {
+	if err := j.err; err != nil {
 		return 0, err
 	}
 	h := j.buf[:frameHdrSize]
@@ -277,7 +274,7 @@ func (j *journal) write() (int64, error) {
 
 // sync makes every frame written so far durable.
 func (j *journal) sync() error {
-	if err := j.failed(); err != nil {
+	if err := j.err; err != nil {
 		return err
 	}
 	if j.nosync {
@@ -288,8 +285,6 @@ func (j *journal) sync() error {
 	}
 	return nil
 }
-
-func (j *journal) failed() error { return j.err }
 
 func (j *journal) fail(err error) error {
 	if j.err == nil {
@@ -317,7 +312,7 @@ func (j *journal) read(ref jref, buf []byte) ([]byte, error) {
 // reset discards every frame: the next generation starts at the first
 // frame. The caller synced Badger first.
 func (j *journal) reset() error {
-	if err := j.failed(); err != nil {
+	if err := j.err; err != nil {
 		return err
 	}
 	if err := j.writeHeader(j.gen + 1); err != nil {

@@ -80,11 +80,11 @@ func (b *Badger) runGC(held func()) func() {
 		}
 	}
 	moved := false
+rounds:
 	for i := 0; i < 8; i++ {
 		select {
 		case <-b.quit:
-			i = 8
-			continue
+			break rounds
 		default:
 		}
 		if err := b.db.RunValueLogGC(0.5); err != nil {
