@@ -33,18 +33,17 @@ type outQueue struct {
 	buf   []byte     // the queued packets, back to back
 	marks []mark     // one per queued packet
 	busy  bool       // the writer holds packets it took from the queue
-	// sendingDisconnect: a DISCONNECT is among the packets the writer holds.
-	sendingDisconnect bool
-	err               error // the first write error: every later Write fails with it
-	closed            bool
-	started           bool
+	// disconnect: paho handed over a DISCONNECT (its last packet on a
+	// connection), so Close lets the queue drain first.
+	disconnect bool
+	err        error // the first write error: every later Write fails with it
+	closed     bool
 }
 
 // mark ends one queued packet in outQueue.buf.
 type mark struct {
-	end        int
-	w          waitFor
-	disconnect bool
+	end int
+	w   waitFor
 }
 
 // maxQueuedWrites packets or maxQueuedBytes bound what paho may hand over
@@ -73,6 +72,7 @@ func (c *wireConn) write(b []byte, w waitFor) (int, error) {
 	o.mu.Lock()
 	if o.cond == nil {
 		o.cond = sync.NewCond(&o.mu)
+		go c.writer()
 	}
 	for (len(o.marks) >= maxQueuedWrites || (len(o.marks) > 0 && len(o.buf)+len(b) > maxQueuedBytes)) && o.err == nil && !o.closed {
 		o.cond.Wait()
@@ -86,11 +86,8 @@ func (c *wireConn) write(b []byte, w waitFor) (int, error) {
 		return 0, err
 	}
 	o.buf = append(o.buf, b...)
-	o.marks = append(o.marks, mark{end: len(o.buf), w: w, disconnect: len(b) > 0 && b[0]>>4 == ptypeDisconnect})
-	if !o.started {
-		o.started = true
-		go c.writer()
-	}
+	o.marks = append(o.marks, mark{end: len(o.buf), w: w})
+	o.disconnect = o.disconnect || (len(b) > 0 && b[0]>>4 == ptypeDisconnect)
 	o.cond.Broadcast()
 	o.mu.Unlock()
 	return len(b), nil
@@ -100,9 +97,8 @@ func (c *wireConn) write(b []byte, w waitFor) (int, error) {
 // as many per write as are ready. It ends when the connection is closed.
 func (c *wireConn) writer() {
 	o := &c.out
-	var out []byte   // the bytes of one write
-	var ws []mark    // their packets
-	var spare []byte // the queue's previous buffer, for reuse
+	var out []byte // the bytes of one write (the queue's previous buffer)
+	var ws []mark  // their packets
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for {
@@ -118,8 +114,12 @@ func (c *wireConn) writer() {
 		for n < len(o.marks) && o.marks[n].w.ready() {
 			n++
 		}
+		// The taken packets leave in the queue's buffer itself; what stays
+		// (if anything) moves to the other buffer.
 		end := o.marks[n-1].end
-		out = append(out[:0], o.buf[:end]...)
+		full := o.buf
+		o.buf = append(out[:0], full[end:]...)
+		out = full[:end]
 		ws = append(ws[:0], o.marks[:n]...)
 		rest := copy(o.marks, o.marks[n:])
 		clear(o.marks[rest:])
@@ -127,26 +127,14 @@ func (c *wireConn) writer() {
 		for i := range o.marks {
 			o.marks[i].end -= end
 		}
-		if rest == 0 {
-			o.buf, spare = spare[:0], o.buf
-		} else {
-			o.buf = o.buf[:copy(o.buf, o.buf[end:])]
-		}
 		o.busy = true
-		o.sendingDisconnect = false
-		for _, m := range ws {
-			o.sendingDisconnect = o.sendingDisconnect || m.disconnect
-		}
 		o.mu.Unlock()
 		err := c.writeBatch(out, ws)
 		o.mu.Lock()
-		o.busy, o.sendingDisconnect = false, false
+		o.busy = false
 		o.cond.Broadcast()
 		if cap(out) > 4*maxQueuedBytes {
 			out = nil // do not keep a large packet's buffer for the connection's life
-		}
-		if cap(spare) > 4*maxQueuedBytes {
-			spare = nil
 		}
 		if err != nil && o.err == nil {
 			o.err = err
@@ -189,15 +177,15 @@ func (c *wireConn) writeBatch(b []byte, ws []mark) error {
 // goroutine, and each write sets its own deadline (Config.WriteTimeout).
 func (c *wireConn) SetWriteDeadline(time.Time) error { return nil }
 
-// Close stops the writer. A queued DISCONNECT (paho's clean disconnect)
-// and what precedes it leave first, for at most flushAtClose: without it the
-// broker would take the closed connection for a failure and publish the
-// will. Anything else queued is dropped with the connection (paho's resume
-// sends what matters again).
+// Close stops the writer. When paho handed over a DISCONNECT (its clean
+// disconnect), the queue drains first, for at most flushAtClose: dropped,
+// the broker would take the closed connection for a failure and publish
+// the will. Otherwise anything queued is dropped with the connection
+// (paho's resume sends what matters again).
 func (c *wireConn) Close() error {
 	o := &c.out
 	o.mu.Lock()
-	if o.cond != nil && o.err == nil && (o.sendingDisconnect || o.queuedDisconnect()) {
+	if o.cond != nil && o.err == nil && o.disconnect {
 		expired := false
 		t := time.AfterFunc(flushAtClose, func() {
 			o.mu.Lock()
@@ -217,13 +205,4 @@ func (c *wireConn) Close() error {
 	}
 	o.mu.Unlock()
 	return c.Conn.Close()
-}
-
-func (o *outQueue) queuedDisconnect() bool {
-	for i := len(o.marks) - 1; i >= 0; i-- {
-		if o.marks[i].disconnect {
-			return true
-		}
-	}
-	return false
 }
