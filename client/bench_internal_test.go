@@ -86,7 +86,7 @@ func benchQueue(b *testing.B, kind string, n int, qos byte) (outbox.Queue, []out
 
 func benchDispatcher(q outbox.Queue) *dispatcher {
 	cfg := Config{MaxInflight: 65535, MaxInflightQoS2: 65535, Logger: slog.New(slog.DiscardHandler)}
-	return newDispatcher(q, &cfg, &counters{})
+	return newTestDispatcher(q, &cfg, &counters{})
 }
 
 // storeKeys are paho's Store keys "o.1" .. "o.65535", made once.
@@ -122,7 +122,7 @@ func BenchmarkAck(b *testing.B) {
 				d.pending = &recs[i]
 				d.mu.Unlock()
 				d.Put(key, pkt)
-				d.Del(key)
+				acked(d, ptypePuback, uint16(i%65535+1))
 			}
 			b.StopTimer()
 			if got := d.stats.acked.Load(); got != uint64(b.N) {
@@ -183,7 +183,7 @@ func BenchmarkQoS2Exchange(b *testing.B) {
 			if err := d.released(id); err != nil {
 				b.Fatal(err)
 			}
-			d.Del(storeKeys[id])
+			acked(d, ptypePubcomp, id)
 		}
 	}
 	b.StopTimer()

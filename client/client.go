@@ -62,13 +62,16 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, subs: map[string]Subscription{}}
+	// The dispatcher exists before the outbox opens: records that expire
+	// while it opens are reported through it (Stats, Hooks.OnDrop).
+	c.d = newDispatcher(&c.cfg, &c.stats)
 	if err := c.openOutbox(); err != nil {
 		if errors.Is(err, outbox.ErrInvalidOptions) {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 		}
 		return nil, err
 	}
-	c.d = newDispatcher(c.q, &c.cfg, &c.stats)
+	c.d.attach(c.q)
 	if err := c.d.load(); err != nil {
 		c.closeOutbox()
 		return nil, fmt.Errorf("holdfast: resuming the outbox: %w", err)
@@ -148,9 +151,6 @@ func (c *Client) closeOutbox() error {
 
 // onDrop is the outbox's report of a record dropped or expired unsent.
 func (c *Client) onDrop(seq uint64, reason error) {
-	if c.d == nil {
-		return
-	}
 	c.d.dropped(seq, fmt.Errorf("%w: %w", ErrDropped, reason), errors.Is(reason, outbox.ErrExpired))
 }
 
@@ -166,7 +166,7 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.AddBroker(cfg.Brokers[0]) // the dial function picks the broker the supervisor chose
 	o.SetClientID(cfg.ClientID)
 	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1 that would mask a refusal's code
-	o.SetCleanSession(!(cfg.OutboxDir != "" || cfg.Outbox != nil || cfg.PersistentSession))
+	o.SetCleanSession(!cfg.persistentSession())
 	o.SetAutoReconnect(false) // exactly one supervisor decides when to connect
 	o.SetConnectRetry(false)
 	o.SetStore(c.d)
@@ -303,23 +303,48 @@ func (c *Client) IsConnected() bool { return c.sup.State() == reconnect.Connecte
 
 // Flush waits until every message accepted so far has been acknowledged by
 // the broker (or dropped, as reported): the outbox is empty. It is the
-// "safe to power off" signal. Errors: the context's error, ErrStopped.
+// "safe to power off" signal. Errors: the context's error; ErrStopped
+// (wrapping the broker's refusal) when the broker refused the client
+// permanently, so nothing can drain until RetryNow or a restart.
 func (c *Client) Flush(ctx context.Context) error {
 	for {
 		c.d.mu.Lock()
 		ch := c.d.changedLocked() // taken before the check: a later change closes it
 		appending := c.d.appending
 		c.d.mu.Unlock()
+		supCh := c.sup.Changed()
 		if appending == 0 && c.q.Stats().Len == 0 {
 			return nil
 		}
+		if err := c.stopped(); err != nil {
+			return err
+		}
 		select {
 		case <-ch:
+		case <-supCh:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
+
+// stopped returns an error wrapping ErrStopped and the refusal while the
+// supervisor is stopped, else nil.
+func (c *Client) stopped() error {
+	if c.sup.State() != reconnect.Stopped {
+		return nil
+	}
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.sup.AwaitConnected(now); errors.Is(err, reconnect.ErrStopped) {
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return nil
+}
+
+// RetryNow ends a stop caused by a permanent refusal (ErrStopped) and
+// connects again at once, for instance after the credentials were fixed.
+func (c *Client) RetryNow() { c.sup.RetryNow() }
 
 // Close stops accepting messages (ErrClosed), waits until the outbox is
 // drained or ctx ends, disconnects cleanly and closes the outbox. What is
@@ -332,7 +357,20 @@ func (c *Client) Close(ctx context.Context) error {
 }
 
 func (c *Client) close(ctx context.Context) error {
+	// 0. No new Publish; wait for those already past the check (a blocked
+	// one ends with its context or, at step 7, with the outbox's ErrClosed).
+	c.d.mu.Lock()
 	c.closing.Store(true)
+	for c.d.appending > 0 && ctx.Err() == nil {
+		ch := c.d.changedLocked()
+		c.d.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		c.d.mu.Lock()
+	}
+	c.d.mu.Unlock()
 	// 1. Drain while the dispatcher and the connection still run.
 	flushErr := c.Flush(ctx)
 	// 2. Stop the dispatcher: nothing new goes to paho.

@@ -161,6 +161,14 @@ const (
 // Hooks are optional callbacks. They are called from the client's
 // goroutines: they must be fast, must not block, and must be safe for
 // concurrent use.
+//
+// Hooks run on the client's own goroutines (paho's reader for OnAck, the
+// outbox's committer or expiry timer or a Publish call for OnDrop, the
+// supervisor for OnConnection), synchronously: they must be fast and must
+// not block. They may call Stats, IsConnected and Publish with the
+// OverflowReject policy; they must not call Close, Flush, AwaitConnected
+// or wait on a Receipt, which wait for the very goroutine running the
+// hook (start a goroutine for those: `go c.Close(ctx)`).
 type Hooks struct {
 	// OnConnection is called on every connection state change, with the
 	// cause (dial error, refusal, keepalive timeout, EOF).
@@ -203,8 +211,7 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%w: broker %q: no host", ErrInvalidConfig, b)
 		}
 	}
-	durable := c.OutboxDir != "" || c.Outbox != nil
-	if durable || c.PersistentSession {
+	if c.persistentSession() {
 		if c.ClientID == "" {
 			return fmt.Errorf("%w: a persistent session (durable outbox) needs a stable ClientID", ErrInvalidConfig)
 		}
@@ -264,4 +271,11 @@ func (c *Config) validate() error {
 	}
 	c.Brokers = append([]string(nil), c.Brokers...)
 	return nil
+}
+
+// persistentSession reports whether the client connects with
+// clean-session=false: always with a durable outbox, and on request with
+// an in-memory one.
+func (c *Config) persistentSession() bool {
+	return c.OutboxDir != "" || c.Outbox != nil || c.PersistentSession
 }

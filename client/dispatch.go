@@ -2,8 +2,10 @@ package client
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"weak"
@@ -12,6 +14,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/holdfast-mqtt/holdfast/outbox"
+	"github.com/holdfast-mqtt/holdfast/reconnect"
 )
 
 // flight is a message handed to paho and not yet acknowledged.
@@ -38,6 +41,9 @@ type dispatcher struct {
 	stats   *counters
 	maxFly  int
 	maxQoS2 int
+	// clean: paho connects with clean-session=true, so at every connection
+	// it forgets what was in flight instead of resuming it (sessionGone).
+	clean bool
 
 	kick chan struct{} // capacity 1: the window or a barrier changed
 
@@ -56,28 +62,40 @@ type dispatcher struct {
 	changed      chan struct{}                    // closed on the next ack or drop; nil when nobody waits
 	inHandled    map[uint16]bool                  // inbound QoS 2 identifiers whose handler accepted the message
 	gen          uint64                           // connection generation: incremented at every dial
+	// acksIn holds, per identifier, the kinds of the acknowledgements of
+	// outbound packets read on this connection that paho has not yet
+	// answered with Del("o.<id>"), oldest first: paho deletes that key on
+	// SUBACK and UNSUBACK too, and only a PUBACK (QoS 1) or PUBCOMP
+	// (QoS 2) retires a message.
+	acksIn map[uint16][]byte
 }
 
 type counters struct {
 	accepted, sent, acked, dropped, expired, connects, reconnects, resent, suppressed atomic.Uint64
 }
 
-func newDispatcher(q outbox.Queue, cfg *Config, st *counters) *dispatcher {
+func newDispatcher(cfg *Config, st *counters) *dispatcher {
 	return &dispatcher{
-		q:         q,
-		persist:   newPersister(q),
 		log:       cfg.Logger,
 		hooks:     cfg.Hooks,
 		stats:     st,
 		maxFly:    cfg.MaxInflight,
 		maxQoS2:   cfg.MaxInflightQoS2,
+		clean:     !cfg.persistentSession(),
 		kick:      make(chan struct{}, 1),
 		flights:   map[uint16]*flight{},
 		other:     map[string]packets.ControlPacket{},
 		receipts:  map[uint64]weak.Pointer[Receipt]{},
 		early:     map[uint64]error{},
 		inHandled: map[uint16]bool{},
+		acksIn:    map[uint16][]byte{},
 	}
+}
+
+// attach gives the dispatcher its outbox, once open.
+func (d *dispatcher) attach(q outbox.Queue) {
+	d.q = q
+	d.persist = newPersister(q)
 }
 
 func (d *dispatcher) signal() {
@@ -201,7 +219,85 @@ func (d *dispatcher) dialed() uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.gen++
+	clear(d.acksIn) // paho answered, or dropped with the connection, every one read before
 	return d.gen
+}
+
+// acksRead records acknowledgements read from the wire, before paho sees
+// them (see acksIn).
+func (d *dispatcher) acksRead(acks []ackRead) {
+	d.mu.Lock()
+	for _, a := range acks {
+		d.acksIn[a.id] = append(d.acksIn[a.id], a.ptype)
+	}
+	d.mu.Unlock()
+}
+
+// takeAckLocked returns the kind of the oldest acknowledgement of id read
+// and not yet answered by paho, or 0.
+func (d *dispatcher) takeAckLocked(id uint16) byte {
+	q := d.acksIn[id]
+	if len(q) == 0 {
+		return 0
+	}
+	k := q[0]
+	if len(q) == 1 {
+		delete(d.acksIn, id)
+	} else {
+		d.acksIn[id] = q[1:]
+	}
+	return k
+}
+
+// sessionGone is called when the broker answers a connection with
+// SessionPresent=0, before paho acts on the CONNACK: the broker holds no
+// state for any packet identifier of this client (a clean session, a
+// broker restarted without persistence, a failover to another broker).
+// Every message in flight must reach it again as a new PUBLISH, in order.
+//
+// With clean-session=false paho resumes the Store's flights in order: a
+// QoS 2 message whose PUBREC was recorded goes back to its first phase
+// (its PUBLISH, durably recorded again before it is written), since a
+// PUBREL would be answered with PUBCOMP for a message the broker never
+// had. With clean-session=true paho has forgotten its identifiers and
+// resumes nothing: the flights are returned to the outbox's order and
+// the dispatcher sends them again, as new messages, before anything newer.
+func (d *dispatcher) sessionGone() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.flights) == 0 {
+		return
+	}
+	if d.clean {
+		first := d.cursor
+		for _, f := range d.flights {
+			first = min(first, f.seq)
+		}
+		clear(d.flights)
+		d.inflight, d.inflightQoS2, d.unreleased, d.unclaimed = 0, 0, 0, 0
+		d.cursor = first - 1
+		d.log.Info("holdfast: the broker has no session; resending the messages in flight", "from_seq", first)
+		d.signal()
+		return
+	}
+	n := 0
+	for id, f := range d.flights {
+		if f.qos == 2 && f.phase == outbox.PhaseReleased {
+			f.phase = outbox.PhaseSent
+			f.batch = d.persist.enqueue(outbox.StateUpdate{Seq: f.seq, PacketID: id, Phase: outbox.PhaseSent})
+			if f.relSent {
+				f.relSent = false
+				d.unreleased++
+			}
+		}
+		if !f.claimed {
+			// paho's resume claims the identifier of every PUBLISH it replays.
+			f.claimed = true
+			d.unclaimed--
+		}
+		n++
+	}
+	d.log.Info("holdfast: the broker has no session; resending the messages in flight as new", "count", n)
 }
 
 // beforePublish decides about a QoS 1/2 PUBLISH about to be written on
@@ -344,12 +440,12 @@ func (d *dispatcher) load() error {
 			used[r.PacketID] = true
 		}
 	}
-	next := uint16(0)
+	next := 0
 	var stale []uint64
 	defer func() { _ = d.q.Remove(stale...) }()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, r := range prefix {
+	for i, r := range prefix {
 		if r.QoS == 0 {
 			stale = append(stale, r.Seq)
 			if r.Seq > d.cursor {
@@ -359,9 +455,18 @@ func (d *dispatcher) load() error {
 		}
 		id, phase := r.PacketID, r.Phase
 		if phase == outbox.PhaseQueued || id == 0 {
-			for next++; used[next] || next == 0; next++ {
+			for next++; next <= 65535 && used[uint16(next)]; next++ {
 			}
-			id, phase = next, outbox.PhaseSent
+			if next > 65535 {
+				// Every identifier is taken (a prefix this long means many
+				// removals were lost in a crash): the rest of the prefix is
+				// sent again by the dispatcher, in order, once identifiers
+				// free up. A QoS 2 record there whose state holds an
+				// identifier is resent as a new message.
+				d.log.Warn("holdfast: more in-flight records than packet identifiers; resending the rest as new", "from_seq", r.Seq, "count", len(prefix)-i)
+				break
+			}
+			id, phase = uint16(next), outbox.PhaseSent
 		}
 		pub := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
 		pub.TopicName, pub.Qos, pub.Retain, pub.Payload = r.Topic, r.QoS, r.Retained, r.Payload
@@ -375,10 +480,20 @@ func (d *dispatcher) load() error {
 }
 
 // run is the dispatcher goroutine: it waits for a connection, then sends
-// records until the connection is lost, and again.
+// records until the connection is lost, and again. It ends with ctx only:
+// a supervisor stopped by a permanent refusal may be restarted (RetryNow).
 func (c *Client) run(ctx context.Context) {
 	for {
+		changed := c.sup.Changed()
 		conn, err := c.sup.AwaitConnected(ctx)
+		if errors.Is(err, reconnect.ErrStopped) {
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
 		if err != nil {
 			return
 		}
@@ -397,6 +512,7 @@ func (c *Client) run(ctx context.Context) {
 func (c *Client) sendOn(ctx context.Context, s *session) {
 	d := c.d
 	var buf []outbox.Record // reused: send keeps no pointer into it
+read:
 	for {
 		d.mu.Lock()
 		room := d.maxFly - d.inflight
@@ -432,7 +548,17 @@ func (c *Client) sendOn(ctx context.Context, s *session) {
 					return
 				}
 			}
-			if !c.send(s, r) {
+			switch c.send(s, r) {
+			case sendDone, sendSkipped:
+			case sendNoID:
+				// paho's identifiers are all taken (by packets it holds
+				// besides the window): wait for an acknowledgement to free
+				// one, and read again from the cursor.
+				if !c.waitKick(ctx, s, nil) {
+					return
+				}
+				continue read
+			default:
 				// paho refused: the connection is going down. Wait for the
 				// loss to be reported rather than spin on it.
 				select {
@@ -474,19 +600,35 @@ func (c *Client) waitKick(ctx context.Context, s *session, wake <-chan struct{})
 	}
 }
 
-// send hands one record to paho. It reports false when the connection is
-// gone; the record then stays for the next connection.
-func (c *Client) send(s *session, r *outbox.Record) bool {
+// sendResult is the outcome of send.
+type sendResult int
+
+const (
+	sendDone    sendResult = iota // handed to paho
+	sendSkipped                   // the record left the outbox meanwhile (dropped, expired): its receipt has the outcome
+	sendNoID                      // paho has no free packet identifier; the record stays
+	sendGone                      // the connection is gone; the record stays for the next one
+)
+
+// send hands one record to paho. The record is claimed in the outbox
+// first: from then on it is in flight, and neither expires nor is dropped
+// by the overflow policy, so a message is never both sent and reported
+// dropped.
+func (c *Client) send(s *session, r *outbox.Record) sendResult {
 	d := c.d
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
 	select {
 	case <-s.Done():
-		return false
+		return sendGone
 	default:
 	}
-	if r.Phase != outbox.PhaseQueued {
-		c.log.Warn("holdfast: record past the resume horizon was in flight; resending it as new", "seq", r.Seq)
+	if err := c.q.Claim(r.Seq); err != nil {
+		if errors.Is(err, outbox.ErrNotFound) {
+			return sendSkipped
+		}
+		c.log.Error("holdfast: claiming a record", "seq", r.Seq, "err", err)
+		return sendGone
 	}
 	d.mu.Lock()
 	d.pending = r
@@ -506,7 +648,12 @@ func (c *Client) send(s *session, r *outbox.Record) bool {
 			wc.breakConn()
 		}
 		c.stats.sent.Add(1)
-		return false
+		return sendGone
+	}
+	if !stored && r.QoS > 0 && isNoID(tok) {
+		d.mu.Unlock()
+		c.log.Warn("holdfast: paho has no free packet identifier; waiting for an acknowledgement", "seq", r.Seq)
+		return sendNoID
 	}
 	if r.QoS == 0 {
 		stored = !isNotConnected(tok)
@@ -517,7 +664,7 @@ func (c *Client) send(s *session, r *outbox.Record) bool {
 	}
 	d.mu.Unlock()
 	if !stored {
-		return false
+		return sendGone
 	}
 	if r.QoS == 0 {
 		_ = c.q.Remove(r.Seq)
@@ -526,7 +673,18 @@ func (c *Client) send(s *session, r *outbox.Record) bool {
 		d.mu.Unlock()
 	}
 	c.stats.sent.Add(1)
-	return true
+	return sendDone
+}
+
+// isNoID reports paho's refusal for want of a free packet identifier.
+func isNoID(tok mqtt.Token) bool {
+	select {
+	case <-tok.Done():
+		err := tok.Error()
+		return err != nil && err != mqtt.ErrNotConnected && strings.Contains(err.Error(), "no message IDs available")
+	default:
+		return false
+	}
 }
 
 func isNotConnected(tok mqtt.Token) bool {

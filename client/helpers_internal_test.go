@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -105,4 +106,18 @@ func (d *dispatcher) released(id uint16) error {
 	}
 	d.pubrelWritten(id)
 	return nil
+}
+
+// newTestDispatcher is a dispatcher on q, as New builds it.
+func newTestDispatcher(q outbox.Queue, cfg *Config, st *counters) *dispatcher {
+	d := newDispatcher(cfg, st)
+	d.attach(q)
+	return d
+}
+
+// acked is what paho does on an acknowledgement of an outbound packet:
+// the wire reader records its kind, then paho deletes "o.<id>".
+func acked(d *dispatcher, ptype byte, id uint16) {
+	d.acksRead([]ackRead{{ptype, id}})
+	d.Del("o." + strconv.Itoa(int(id)))
 }

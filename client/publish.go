@@ -105,13 +105,17 @@ func (r *Receipt) complete(err error) {
 // disconnected, Publish returns ErrNotConnected unless Config.QoS0 is
 // QoS0Queue.
 //
-// Errors: ErrInvalidTopic, ErrInvalidQoS, ErrPayloadTooLarge (nothing
+// Errors: the context's error when ctx is already done (nothing accepted);
+// ErrInvalidTopic, ErrInvalidQoS, ErrPayloadTooLarge (nothing
 // accepted, outbox unchanged); ErrOutboxFull (limit reached with the reject
 // policy); ErrNotConnected (QoS 0 only); ErrClosed; the context's error
 // (with the block policy, or while waiting for durability: the message may
 // then still have been accepted, see Stats); outbox errors such as
 // outbox.ErrDiskFull.
 func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts PublishOptions) (*Receipt, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if err := checkTopic(topic); err != nil {
 		return nil, err
 	}
@@ -141,7 +145,13 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 	}
 	// The receipt is registered under the dispatcher's lock before the
 	// record can be read, so an acknowledgement always finds it.
+	// Close waits for calls past this check (appending), so a message it
+	// accepts is never left behind by Close.
 	c.d.mu.Lock()
+	if c.closing.Load() {
+		c.d.mu.Unlock()
+		return nil, ErrClosed
+	}
 	c.d.appending++
 	c.d.mu.Unlock()
 	seq, err := c.q.Append(ctx, &rec)
@@ -153,6 +163,9 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 	c.d.appending--
 	if err == nil {
 		c.d.trackLocked(r)
+	}
+	if c.d.appending == 0 {
+		c.d.broadcastLocked() // Flush and Close wait for appending to end
 	}
 	c.d.mu.Unlock()
 	if err != nil {

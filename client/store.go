@@ -22,8 +22,9 @@ func (d *dispatcher) Open() {}
 // Close implements mqtt.Store. The outbox is closed by the client.
 func (d *dispatcher) Close() {}
 
-// Reset implements mqtt.Store. paho calls it only for clean sessions, which
-// this client never asks for while an outbox holds in-flight state.
+// Reset implements mqtt.Store. paho calls it at every connection of a clean
+// session instead of resuming; sessionGone has already returned the
+// messages in flight to the dispatcher.
 func (d *dispatcher) Reset() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -128,7 +129,10 @@ func (d *dispatcher) All() []string {
 }
 
 // Del implements mqtt.Store. For a message of the outbox it is the broker's
-// acknowledgement (PUBACK or PUBCOMP).
+// acknowledgement when the packet paho is answering is the one that
+// completes the message: a PUBACK for QoS 1, a PUBCOMP for QoS 2 (paho
+// deletes "o.<id>" on SUBACK and UNSUBACK as well, and an identifier it did
+// not know of may collide with one of ours).
 func (d *dispatcher) Del(key string) {
 	id, out, ok := parseKey(key)
 	if !ok {
@@ -136,10 +140,24 @@ func (d *dispatcher) Del(key string) {
 	}
 	d.mu.Lock()
 	if out {
+		kind := d.takeAckLocked(id)
 		if f := d.flights[id]; f != nil {
-			d.ackLocked(f)
+			want := byte(ptypePuback)
+			if f.qos == 2 {
+				want = ptypePubcomp
+			}
+			if kind == want {
+				d.ackLocked(f)
+				d.mu.Unlock()
+				d.retire(f.seq)
+				return
+			}
+			if kind != 0 {
+				// Another packet's acknowledgement under this identifier.
+				delete(d.other, key)
+			}
 			d.mu.Unlock()
-			d.retire(f.seq)
+			d.log.Warn("holdfast: acknowledgement of another kind for a message in flight ignored", "id", id, "seq", f.seq, "packet", kind)
 			return
 		}
 	}

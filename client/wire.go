@@ -87,6 +87,16 @@ func (c *wireConn) Read(p []byte) (int, error) {
 		c.r, c.w, c.rerr = 0, n, err
 		if n > 0 {
 			c.ids = c.scan.scan(c.rbuf[:n], c.ids[:0])
+			if c.scan.connack {
+				c.scan.connack = false
+				if c.scan.connackRC == 0 && !c.scan.sessionSet {
+					c.d.sessionGone()
+				}
+			}
+			if len(c.scan.acks) > 0 {
+				c.d.acksRead(c.scan.acks)
+				c.scan.acks = c.scan.acks[:0]
+			}
 			if len(c.ids) > 0 {
 				if perr := c.d.pubrecs(c.ids); perr != nil {
 					// Not durable: paho must not answer these PUBRECs. The

@@ -40,7 +40,7 @@ func TestPublishIDParsesPahoPackets(t *testing.T) {
 // TestWireDropsStalePublishAndRecordsPubrel drives wireConn as paho would.
 func TestWireDropsStalePublishAndRecordsPubrel(t *testing.T) {
 	q := newTestQueue(t)
-	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	d := newTestDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
 	startPersister(t, d)
 	seq := appendRecord(t, q, 2)
 	sink := &syncBuf{}
@@ -85,7 +85,7 @@ func TestWireDropsStalePublishAndRecordsPubrel(t *testing.T) {
 // that wireConn recognises and drops it, and no copy may follow the PUBREL.
 func TestResumeGetsACopy(t *testing.T) {
 	q := newTestQueue(t)
-	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	d := newTestDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
 	startPersister(t, d)
 	seq := appendRecord(t, q, 2)
 	gen := d.dialed()
@@ -111,7 +111,7 @@ func TestResumeGetsACopy(t *testing.T) {
 	if !d.stale(9, next, true) {
 		t.Fatal("a PUBLISH copy after the PUBREL was not dropped")
 	}
-	d.Del("o.9")
+	acked(d, ptypePubcomp, 9)
 	if !d.stale(9, next, true) || !d.stale(9, next, false) {
 		t.Fatal("a PUBLISH copy after the PUBCOMP was not dropped")
 	}
@@ -160,7 +160,7 @@ func TestPubrecScannerSplitsAnywhere(t *testing.T) {
 // that PUBLISH with DUP. The handler must not see it again; only a PUBLISH
 // without DUP, or the broker's PUBREL, starts a new message under the id.
 func TestInboundQoS2DedupSurvivesResume(t *testing.T) {
-	d := newDispatcher(newTestQueue(t), &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	d := newTestDispatcher(newTestQueue(t), &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
 	in := func(dup bool) *packets.PublishPacket {
 		p := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
 		p.TopicName, p.Qos, p.MessageID, p.Dup = "t", 2, 5, dup
@@ -209,7 +209,7 @@ func (g *gatedConn) Write(b []byte) (int, error) {
 // otherwise publish the will).
 func TestCloseSendsQueuedDisconnect(t *testing.T) {
 	q := newTestQueue(t)
-	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	d := newTestDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
 	sink := &syncBuf{}
 	gc := &gatedConn{fakeConn: fakeConn{sink}, gate: make(chan struct{})}
 	c := &wireConn{Conn: gc, d: d, gen: d.dialed()}
@@ -258,7 +258,7 @@ func (c *countingConn) Write(b []byte) (int, error) {
 // on its way leave together, in order, in one write.
 func TestWriterBatchesReadyPackets(t *testing.T) {
 	q := newTestQueue(t)
-	d := newDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	d := newTestDispatcher(q, &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
 	sink := &syncBuf{}
 	cc := &countingConn{gatedConn: gatedConn{fakeConn: fakeConn{sink}, gate: make(chan struct{})}}
 	c := &wireConn{Conn: cc, d: d, gen: d.dialed()}

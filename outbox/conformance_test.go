@@ -778,6 +778,54 @@ var conformanceCases = []conformanceCase{
 			t.Fatalf("stats %+v", st)
 		}
 	}},
+	{name: "ClaimedNeitherExpiresNorDrops", run: func(t *testing.T, h *harness) {
+		log := &dropLog{}
+		q := h.open(Options{MaxRecords: 3, Overflow: OverflowDropOldest, OnDrop: log.onDrop})
+		soon := time.Now().Add(time.Second)
+		a := mustAppend(t, q, &Record{Topic: "t", QoS: 1, Expires: soon})
+		b := mustAppend(t, q, &Record{Topic: "t", QoS: 1, Expires: soon})
+		c := mustAppend(t, q, &Record{Topic: "t", QoS: 1})
+		if err := q.Claim(a); err != nil {
+			t.Fatalf("Claim(%d): %v", a, err)
+		}
+		if err := q.Claim(a); err != nil {
+			t.Fatalf("Claim twice: %v", err)
+		}
+		// Past both expiries, full: expired b makes room; claimed a stays.
+		time.Sleep(time.Until(soon) + 10*time.Millisecond)
+		d := mustAppend(t, q, &Record{Topic: "t", QoS: 1})
+		// Full again: drop-oldest passes over claimed a and drops c.
+		e := mustAppend(t, q, &Record{Topic: "t", QoS: 1})
+		recs := readAll(t, q)
+		if got := seqsOf(recs); !equalSeqs(got, []uint64{a, d, e}) {
+			t.Fatalf("live records %v; claimed %d must stay, expired %d and oldest unclaimed %d must go", got, a, b, c)
+		}
+		if recs[0].Seq != a || recs[0].Phase != PhaseSent || recs[0].PacketID != 0 {
+			t.Fatalf("claimed record reads as %+v", recs[0])
+		}
+		seqs, _ := log.snapshot()
+		for _, s := range seqs {
+			if s == a {
+				t.Fatalf("claimed record %d reported dropped", a)
+			}
+		}
+		if err := q.Claim(b); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Claim of an expired record: %v, want ErrNotFound", err)
+		}
+		// A durable state replaces the claim; the record still cannot expire.
+		if err := q.SetState(context.Background(), a, 7, PhaseReleased); err != nil {
+			t.Fatal(err)
+		}
+		if st := q.Stats(); st.InFlight != 1 {
+			t.Fatalf("InFlight %d, want 1", st.InFlight)
+		}
+		if err := q.Remove(a); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Claim(a); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Claim after Remove: %v", err)
+		}
+	}},
 	{name: "Close", run: func(t *testing.T, h *harness) {
 		q := h.open(Options{})
 		mustAppend(t, q, rec("t", "x"))

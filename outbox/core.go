@@ -47,7 +47,8 @@ type core struct {
 	mu sync.Mutex // guards everything below
 	// idx: committed records not removed.
 	idx index
-	// states: PacketID/Phase of live records whose phase is not PhaseQueued.
+	// states: PacketID/Phase of live records whose phase is not PhaseQueued,
+	// durable or (Claim) only claimed: {0, PhaseSent} until SetState.
 	states map[uint64]inflight
 	// pendingN, pendingBytes: admitted appends not yet committed.
 	pendingN     int
@@ -317,6 +318,22 @@ func (c *core) remove(seqs []uint64) error {
 	c.mu.Unlock()
 	if changed {
 		c.notify()
+	}
+	return nil
+}
+
+// Claim implements Queue.Claim.
+func (c *core) Claim(seq uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if c.idx.size(seq) == 0 {
+		return fmt.Errorf("%w: seq %d", ErrNotFound, seq)
+	}
+	if _, ok := c.states[seq]; !ok {
+		c.states[seq] = inflight{phase: PhaseSent}
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ var (
 	// SetState for an unknown Phase. Nothing was stored; the caller has a bug.
 	ErrInvalidRecord = errors.New("outbox: invalid record")
 
-	// ErrNotFound is returned by SetState for a sequence that is not in the
+	// ErrNotFound is returned by SetState and Claim for a sequence that is not in the
 	// queue: never appended, already removed, dropped or expired. Nothing was
 	// stored. A client should not send a record it could not mark.
 	ErrNotFound = errors.New("outbox: record not found")

@@ -111,6 +111,17 @@ type Queue interface {
 	// ErrDiskFull, ctx.Err() while waiting.
 	SetState(ctx context.Context, seq uint64, packetID uint16, phase Phase) error
 
+	// Claim marks a live record as handed to the network: from then on it
+	// neither expires nor is dropped by OverflowDropOldest, whatever its
+	// recorded Phase, until Remove. A client claims each record just before
+	// it gives it to the network, so that a message already on its way is
+	// never also reported dropped. The mark lives in memory (SetState makes
+	// a state durable); it is lost at Close, and a record that was claimed
+	// and never got a durable state is PhaseQueued again after a restart.
+	// Claiming a claimed record is a no-op. Errors: ErrNotFound (the record
+	// left the queue: removed, dropped or expired), ErrClosed.
+	Claim(seq uint64) error
+
 	// Remove deletes records (acknowledged ones). Unknown sequences are
 	// ignored. Stats and Read reflect it at once; the store deletes in
 	// batches shortly after, and at Close. After a crash a removed record may
