@@ -39,6 +39,7 @@ type Client struct {
 
 	stats   counters
 	closing atomic.Bool
+	pending chan struct{} // a slot per PublishAsync message not yet durable (Config.MaxPending)
 
 	subsMu sync.Mutex // guards subs
 	subs   map[string]Subscription
@@ -61,7 +62,7 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, subs: map[string]Subscription{}}
+	c := &Client{cfg: cfg, log: cfg.Logger, subs: map[string]Subscription{}, pending: make(chan struct{}, cfg.MaxPending)}
 	// The dispatcher exists before the outbox opens: records that expire
 	// while it opens are reported through it (Stats, Hooks.OnDrop).
 	c.d = newDispatcher(&c.cfg, &c.stats)
@@ -392,6 +393,7 @@ func (c *Client) close(ctx context.Context) error {
 			r.complete(ErrClosed)
 		}
 	}
+	clear(c.d.pinned)
 	c.d.broadcastLocked()
 	c.d.mu.Unlock()
 	left := c.q.Stats().Len

@@ -109,6 +109,12 @@ type Config struct {
 	// default, 20, is Mosquitto's max_inflight_messages default.
 	MaxInflightQoS2 int
 
+	// MaxPending bounds the PublishAsync messages handed over and not yet
+	// durable (each holds its payload in memory until its commit). Past
+	// it, PublishAsync waits for a commit or for its context. Default
+	// 1,024.
+	MaxPending int
+
 	// QoS0 chooses what a QoS 0 Publish does while disconnected:
 	// QoS0Reject (default) returns ErrNotConnected; QoS0Queue stores it in
 	// the outbox like any message, to be sent once connected.
@@ -187,6 +193,7 @@ const (
 	defaultWriteTimeout    = 10 * time.Second
 	defaultMaxInflight     = 512
 	defaultMaxInflightQoS2 = 20
+	defaultMaxPending      = 1024
 	maxPacketPayload       = 268435455
 	defaultMaxPayload      = 1 << 20
 )
@@ -233,6 +240,8 @@ func (c *Config) validate() error {
 	switch {
 	case c.KeepAlive < 0, c.ConnectTimeout < 0, c.WriteTimeout < 0, c.TTL < 0:
 		return fmt.Errorf("%w: negative duration", ErrInvalidConfig)
+	case c.MaxPending < 0:
+		return fmt.Errorf("%w: negative MaxPending", ErrInvalidConfig)
 	case c.MaxInflight < 0 || c.MaxInflight > 65535:
 		return fmt.Errorf("%w: MaxInflight %d outside 0..65535", ErrInvalidConfig, c.MaxInflight)
 	case c.MaxInflightQoS2 < 0:
@@ -250,6 +259,9 @@ func (c *Config) validate() error {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = defaultWriteTimeout
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = defaultMaxPending
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = defaultMaxInflight

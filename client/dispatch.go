@@ -57,8 +57,10 @@ type dispatcher struct {
 	unclaimed    int                              // flights whose identifier paho does not hold
 	cursor       uint64                           // highest seq handed to paho (or resumed from disk)
 	receipts     map[uint64]weak.Pointer[Receipt] // receipts the caller still holds
+	pinned       map[uint64]*Receipt              // receipts whose Done channel was asked for: held until complete
 	early        map[uint64]error                 // outcomes that beat their Publish's receipt registration
-	appending    int                              // Publish calls inside outbox.Append
+	appending    int                              // Publish calls between the closing check and durability
+	lateTrack    int                              // of those, appends to a Queue without AsyncAppender (see early)
 	changed      chan struct{}                    // closed on the next ack or drop; nil when nobody waits
 	inHandled    map[uint16]bool                  // inbound QoS 2 identifiers whose handler accepted the message
 	gen          uint64                           // connection generation: incremented at every dial
@@ -86,6 +88,7 @@ func newDispatcher(cfg *Config, st *counters) *dispatcher {
 		flights:   map[uint16]*flight{},
 		other:     map[string]packets.ControlPacket{},
 		receipts:  map[uint64]weak.Pointer[Receipt]{},
+		pinned:    map[uint64]*Receipt{},
 		early:     map[uint64]error{},
 		inHandled: map[uint16]bool{},
 		acksIn:    map[uint16][]byte{},
@@ -181,10 +184,11 @@ func (d *dispatcher) retire(seq uint64) {
 func (d *dispatcher) finishLocked(seq uint64, err error) {
 	if w, ok := d.receipts[seq]; ok {
 		delete(d.receipts, seq)
+		delete(d.pinned, seq)
 		if r := w.Value(); r != nil {
 			r.complete(err)
 		}
-	} else if d.appending > 0 {
+	} else if d.lateTrack > 0 {
 		d.early[seq] = err
 	}
 	d.broadcastLocked()
@@ -200,10 +204,30 @@ func (d *dispatcher) trackLocked(r *Receipt) {
 	} else {
 		d.receipts[r.seq] = weak.Make(r)
 		runtime.AddCleanup(r, d.forget, r.seq)
+		r.mu.Lock()
+		asked := r.done != nil
+		r.mu.Unlock()
+		if asked {
+			d.pinned[r.seq] = r
+		}
 	}
-	if d.appending == 0 && len(d.early) > 0 {
+	if d.lateTrack == 0 && len(d.early) > 0 {
 		clear(d.early) // outcomes of records whose Publish is long gone
 	}
+}
+
+// pin holds r strongly once its Done channel was asked for: a caller may
+// keep only the channel, and it must still be closed.
+func (d *dispatcher) pin(r *Receipt) {
+	seq := r.Seq()
+	if seq == 0 {
+		return // PublishAsync, not durable yet: trackLocked pins it
+	}
+	d.mu.Lock()
+	if _, ok := d.receipts[seq]; ok {
+		d.pinned[seq] = r
+	}
+	d.mu.Unlock()
 }
 
 func (d *dispatcher) forget(seq uint64) {

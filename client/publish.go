@@ -33,31 +33,74 @@ var (
 // Ignoring it is fine and costs nothing: the message is delivered all the
 // same, and the client forgets a receipt once the caller dropped it.
 type Receipt struct {
-	seq uint64
-
 	mu       sync.Mutex // guards the fields below
+	seq      uint64     // set once durable (at once for Publish)
+	d        *dispatcher
 	done     chan struct{}
 	finished bool
 	err      error
+	// durable is closed once the message is in the outbox as durably as
+	// Config.Durability promises, or failed to get there (PublishAsync);
+	// nil until asked for.
+	durable   chan struct{}
+	isDurable bool // durable, or failed: the first stage is over
 }
 
 // Seq is the message's sequence number in the outbox (0 for a QoS 0 message
-// sent directly). Sequence numbers grow in acceptance order.
-func (r *Receipt) Seq() uint64 { return r.seq }
-
-// Done is closed once the broker acknowledged the message (PUBACK, PUBCOMP
-// for QoS 2; the write to the network for QoS 0), or it was dropped, or the
-// client closed before the acknowledgement.
-func (r *Receipt) Done() <-chan struct{} {
+// sent directly, and for a PublishAsync message until it is durable).
+// Sequence numbers grow in acceptance order.
+func (r *Receipt) Seq() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.seq
+}
+
+// Done is closed once the broker acknowledged the message (PUBACK, PUBCOMP
+// for QoS 2; the write to the network for QoS 0), or it was dropped, or it
+// failed to become durable (PublishAsync), or the client closed before the
+// acknowledgement. A caller that keeps only the channel still gets it
+// closed: asking for it makes the client hold the receipt until then.
+func (r *Receipt) Done() <-chan struct{} {
+	r.mu.Lock()
 	if r.done == nil {
 		r.done = make(chan struct{})
 		if r.finished {
 			close(r.done)
+		} else if r.d != nil {
+			d := r.d
+			r.mu.Unlock()
+			d.pin(r)
+			return r.done
 		}
 	}
+	r.mu.Unlock()
 	return r.done
+}
+
+// Durable is closed once the message is in the outbox as durably as
+// Config.Durability promises - from then on it is delivered whatever
+// happens - or failed to get there (Err then says why). For Publish it is
+// closed already when Publish returns.
+func (r *Receipt) Durable() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.durable == nil {
+		r.durable = make(chan struct{})
+		if r.isDurable {
+			close(r.durable)
+		}
+	}
+	return r.durable
+}
+
+// madeDurable ends the first stage: the message got sequence seq, or err.
+func (r *Receipt) madeDurable(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq, r.isDurable = seq, true
+	if r.durable != nil {
+		close(r.durable)
+	}
 }
 
 // Err is nil after an acknowledgement. It wraps ErrDropped for a message
@@ -88,6 +131,12 @@ func (r *Receipt) complete(err error) {
 		return
 	}
 	r.finished, r.err = true, err
+	if !r.isDurable {
+		r.isDurable = true // a failed commit ends both stages
+		if r.durable != nil {
+			close(r.durable)
+		}
+	}
 	if r.done != nil {
 		close(r.done)
 	}
@@ -113,27 +162,113 @@ func (r *Receipt) complete(err error) {
 // then still have been accepted, see Stats); outbox errors such as
 // outbox.ErrDiskFull.
 func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts PublishOptions) (*Receipt, error) {
-	if err := ctx.Err(); err != nil {
+	if err := c.check(ctx, topic, payload, opts); err != nil {
 		return nil, err
-	}
-	if err := checkTopic(topic); err != nil {
-		return nil, err
-	}
-	if opts.QoS > 2 {
-		return nil, fmt.Errorf("%w: %d", ErrInvalidQoS, opts.QoS)
-	}
-	if len(payload) > c.cfg.MaxPayload || len(payload)+len(topic)+4 > maxPacketPayload {
-		return nil, fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
-	}
-	if opts.TTL < 0 {
-		return nil, fmt.Errorf("%w: negative TTL", ErrInvalidConfig)
-	}
-	if c.closing.Load() {
-		return nil, ErrClosed
 	}
 	if opts.QoS == 0 && c.cfg.QoS0 == QoS0Reject {
 		return c.publishQoS0(ctx, topic, payload, opts.Retained)
 	}
+	rec := newRecord(topic, payload, opts)
+	r := &Receipt{d: c.d}
+	done := make(chan error, 1)
+	if err := c.enqueue(ctx, &rec, r, func(err error) { done <- err }); err != nil {
+		return nil, err
+	}
+	// Once handed to the store, the commit is awaited whatever ctx says
+	// (it is bounded: one commit).
+	if err := <-done; err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// enqueue hands rec to the outbox for receipt r, and calls finished once
+// it is durable - with r registered before the dispatcher can read the
+// record, so its acknowledgement always finds it - or failed. Close waits
+// for calls past its closing check (appending), so a message accepted
+// during Close is never left behind. The error returned is the call's own
+// (nothing accepted); finished is then not called.
+func (c *Client) enqueue(ctx context.Context, rec *outbox.Record, r *Receipt, finished func(error)) error {
+	d := c.d
+	d.mu.Lock()
+	if c.closing.Load() {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	d.appending++
+	aa, async := c.q.(outbox.AsyncAppender)
+	if !async {
+		d.lateTrack++
+	}
+	d.mu.Unlock()
+	end := func(seq uint64, err error) {
+		if err == nil {
+			r.madeDurable(seq)
+			c.stats.accepted.Add(1)
+		}
+		d.mu.Lock()
+		d.appending--
+		if !async {
+			d.lateTrack--
+		}
+		if err == nil {
+			d.trackLocked(r)
+		}
+		if d.appending == 0 {
+			d.broadcastLocked() // Flush and Close wait for appending to end
+		}
+		d.mu.Unlock()
+	}
+	if !async {
+		// A Queue without AsyncAppender: the record may be read and even
+		// acknowledged before it is registered (dispatcher.early).
+		seq, err := c.q.Append(ctx, rec)
+		end(seq, err)
+		if err != nil {
+			return c.mapOutboxErr(err)
+		}
+		finished(nil)
+		return nil
+	}
+	err := aa.AppendAsync(ctx, rec, func(seq uint64, err error) {
+		end(seq, err)
+		if err != nil {
+			err = c.mapOutboxErr(err)
+			r.complete(err)
+		}
+		finished(err)
+	})
+	if err != nil {
+		end(0, err)
+		return c.mapOutboxErr(err)
+	}
+	return nil
+}
+
+// check validates a Publish call; nothing is accepted when it fails.
+func (c *Client) check(ctx context.Context, topic string, payload []byte, opts PublishOptions) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := checkTopic(topic); err != nil {
+		return err
+	}
+	if opts.QoS > 2 {
+		return fmt.Errorf("%w: %d", ErrInvalidQoS, opts.QoS)
+	}
+	if len(payload) > c.cfg.MaxPayload || len(payload)+len(topic)+4 > maxPacketPayload {
+		return fmt.Errorf("%w: %d bytes", ErrPayloadTooLarge, len(payload))
+	}
+	if opts.TTL < 0 {
+		return fmt.Errorf("%w: negative TTL", ErrInvalidConfig)
+	}
+	if c.closing.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+func newRecord(topic string, payload []byte, opts PublishOptions) outbox.Record {
 	rec := outbox.Record{
 		Topic:    topic,
 		QoS:      opts.QoS,
@@ -143,36 +278,7 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 	if opts.TTL > 0 {
 		rec.Expires = time.Now().Add(opts.TTL)
 	}
-	// The receipt is registered under the dispatcher's lock before the
-	// record can be read, so an acknowledgement always finds it.
-	// Close waits for calls past this check (appending), so a message it
-	// accepts is never left behind by Close.
-	c.d.mu.Lock()
-	if c.closing.Load() {
-		c.d.mu.Unlock()
-		return nil, ErrClosed
-	}
-	c.d.appending++
-	c.d.mu.Unlock()
-	seq, err := c.q.Append(ctx, &rec)
-	var r *Receipt
-	if err == nil {
-		r = &Receipt{seq: seq}
-	}
-	c.d.mu.Lock()
-	c.d.appending--
-	if err == nil {
-		c.d.trackLocked(r)
-	}
-	if c.d.appending == 0 {
-		c.d.broadcastLocked() // Flush and Close wait for appending to end
-	}
-	c.d.mu.Unlock()
-	if err != nil {
-		return nil, c.mapOutboxErr(err)
-	}
-	c.stats.accepted.Add(1)
-	return r, nil
+	return rec
 }
 
 func (c *Client) mapOutboxErr(err error) error {

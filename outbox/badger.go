@@ -107,7 +107,8 @@ type writeReq struct {
 	skip     bool  // state: nothing to write (record gone, or already queued)
 	delState bool  // state: PhaseQueued, delete the stored state
 	err      error
-	done     chan struct{}
+	done     chan struct{}               // closed when complete; nil for AppendAsync
+	cb       func(seq uint64, err error) // AppendAsync: called when complete
 }
 
 // delItem is one pending deletion.
@@ -421,6 +422,29 @@ func (b *Badger) Append(ctx context.Context, r *Record) (uint64, error) {
 	}
 	r.Seq = req.seq
 	return req.seq, nil
+}
+
+// AppendAsync implements AsyncAppender. Errors (returned, done is then
+// not called): ErrClosed, ErrFull, ErrTooLarge, ErrInvalidRecord, ctx.Err()
+// (OverflowBlock). Errors given to done: ErrDiskFull, ErrStorage.
+func (b *Badger) AppendAsync(ctx context.Context, r *Record, done func(seq uint64, err error)) error {
+	rec := *r
+	size, err := b.prepare(&rec, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := b.admit(ctx, int64(size)); err != nil {
+		return err
+	}
+	// The reservation holds an op until the committer completes it.
+	b.reqs <- &writeReq{
+		value: appendRecord(make([]byte, 0, size), &rec),
+		size:  uint32(size),
+		enq:   rec.Enqueued,
+		exp:   rec.Expires,
+		cb:    done,
+	}
+	return nil
 }
 
 // SetState implements Queue.SetState. Errors: ErrClosed, ErrNotFound,

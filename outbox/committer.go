@@ -323,6 +323,16 @@ type result struct {
 // return.
 func (b *Badger) finish(it *result) {
 	appends, states, dels, err := it.appends, it.states, it.dels, it.err
+	if err == nil {
+		// AppendAsync callers learn their sequence before the record is
+		// visible to Read (see AsyncAppender): the write is durable now.
+		for _, r := range appends {
+			if r.cb != nil {
+				r.cb(r.seq, nil)
+				r.cb = nil
+			}
+		}
+	}
 	b.mu.Lock()
 	if err != nil {
 		werr := classifyWriteErr(err)
@@ -364,7 +374,12 @@ func (b *Badger) finish(it *result) {
 	}
 	b.mu.Unlock()
 	for _, r := range it.batch {
-		close(r.done)
+		if r.done != nil {
+			close(r.done)
+		}
+		if r.cb != nil { // failed
+			r.cb(0, r.err)
+		}
 	}
 	if err == nil && len(appends) > 0 {
 		b.notify()

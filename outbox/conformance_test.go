@@ -778,6 +778,60 @@ var conformanceCases = []conformanceCase{
 			t.Fatalf("stats %+v", st)
 		}
 	}},
+	{name: "AppendAsyncKeepsCallOrder", run: func(t *testing.T, h *harness) {
+		q := h.open(Options{})
+		aa, ok := q.(AsyncAppender)
+		if !ok {
+			t.Fatalf("%T does not implement AsyncAppender", q)
+		}
+		const n = 500
+		var mu sync.Mutex
+		got := map[string]uint64{}
+		calls := 0
+		var wg sync.WaitGroup
+		for i := range n {
+			p := fmt.Sprint(i)
+			if i%7 == 3 {
+				// Synchronous appends in between keep their place.
+				got[p] = mustAppend(t, q, rec("t", p))
+				continue
+			}
+			wg.Add(1)
+			err := aa.AppendAsync(context.Background(), rec("t", p), func(seq uint64, err error) {
+				defer wg.Done()
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				if err != nil {
+					t.Errorf("record %s: %v", p, err)
+				}
+				got[p] = seq
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if calls != n-(n+3)/7 {
+			t.Fatalf("%d callbacks", calls)
+		}
+		// done runs before the record is visible; it becomes so at once.
+		eventually(t, 5*time.Second, func() bool { return q.Stats().Len == n }, "len %d", q.Stats().Len)
+		recs := readAll(t, q)
+		if len(recs) != n {
+			t.Fatalf("%d records, want %d", len(recs), n)
+		}
+		for i, r := range recs {
+			if string(r.Payload) != fmt.Sprint(i) || got[string(r.Payload)] != r.Seq {
+				t.Fatalf("position %d holds %q (seq %d, reported %d): call order lost", i, r.Payload, r.Seq, got[string(r.Payload)])
+			}
+		}
+		if err := aa.AppendAsync(context.Background(), &Record{QoS: 3}, func(uint64, error) { t.Error("done called for a refused record") }); !errors.Is(err, ErrInvalidRecord) {
+			t.Fatalf("invalid record: %v", err)
+		}
+	}},
 	{name: "ClaimedNeitherExpiresNorDrops", run: func(t *testing.T, h *harness) {
 		log := &dropLog{}
 		q := h.open(Options{MaxRecords: 3, Overflow: OverflowDropOldest, OnDrop: log.onDrop})

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -15,6 +16,8 @@ type Memory struct {
 	// recs holds the encoded records, guarded by core.mu.
 	recs    map[uint64][]byte
 	nextSeq uint64 // guarded by core.mu
+	// appendMu serialises appends from taking a sequence to committing it.
+	appendMu sync.Mutex
 }
 
 // NewMemory returns an empty in-memory queue. It panics on options that
@@ -49,6 +52,8 @@ func (m *Memory) Append(ctx context.Context, r *Record) (uint64, error) {
 		return 0, err
 	}
 	enc := appendRecord(make([]byte, 0, size), &rec)
+	m.appendMu.Lock()
+	defer m.appendMu.Unlock()
 	m.mu.Lock()
 	seq := m.nextSeq
 	m.nextSeq++
@@ -58,6 +63,37 @@ func (m *Memory) Append(ctx context.Context, r *Record) (uint64, error) {
 	m.notify()
 	r.Seq = seq
 	return seq, nil
+}
+
+// AppendAsync implements AsyncAppender: a memory record is committed at
+// once, so done is called before AppendAsync returns (and before the
+// record is visible to Read).
+func (m *Memory) AppendAsync(ctx context.Context, r *Record, done func(seq uint64, err error)) error {
+	rec := *r
+	size, err := m.prepare(&rec, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := m.admit(ctx, int64(size)); err != nil {
+		return err
+	}
+	enc := appendRecord(make([]byte, 0, size), &rec)
+	// appendMu keeps sequences in commit order while done runs unlocked.
+	m.appendMu.Lock()
+	defer m.appendMu.Unlock()
+	m.mu.Lock()
+	seq := m.nextSeq
+	m.nextSeq++
+	m.mu.Unlock()
+	if done != nil {
+		done(seq, nil)
+	}
+	m.mu.Lock()
+	m.recs[seq] = enc
+	m.committedLocked(seq, uint32(size), rec.Enqueued, rec.Expires)
+	m.mu.Unlock()
+	m.notify()
+	return nil
 }
 
 // Read implements Queue.Read. Errors: ErrClosed.

@@ -159,9 +159,29 @@ type StateBatcher interface {
 	SetStates(ctx context.Context, updates []StateUpdate) error
 }
 
+// AsyncAppender is implemented by queues that take an append without
+// waiting for its commit, so that one caller can have many records
+// committing at once (group-committed together).
+type AsyncAppender interface {
+	// AppendAsync validates r, applies the limits and the overflow policy
+	// (OverflowBlock waits here, with ctx), hands a copy of r to the store
+	// and returns. Records handed over by AppendAsync and Append keep the
+	// order of the calls that handed them over (calls from one goroutine,
+	// or calls ordered otherwise). done, if not nil, is called exactly once,
+	// on the store's goroutine, when the record is as durable as
+	// Options.Durability promises (seq, nil) - before Read can return it,
+	// so a caller can register the sequence before anything acts on the
+	// record - or failed (0, ErrDiskFull, ErrStorage). It must be fast and
+	// must not call the queue. When AppendAsync returns an error, done is
+	// not called.
+	AppendAsync(ctx context.Context, r *Record, done func(seq uint64, err error)) error
+}
+
 var (
-	_ Queue        = (*Badger)(nil)
-	_ Queue        = (*Memory)(nil)
-	_ StateBatcher = (*Badger)(nil)
-	_ StateBatcher = (*Memory)(nil)
+	_ AsyncAppender = (*Badger)(nil)
+	_ AsyncAppender = (*Memory)(nil)
+	_ Queue         = (*Badger)(nil)
+	_ Queue         = (*Memory)(nil)
+	_ StateBatcher  = (*Badger)(nil)
+	_ StateBatcher  = (*Memory)(nil)
 )
