@@ -31,6 +31,7 @@ type caseSpec struct {
 	Durability outbox.Durability // Holdfast only
 	Goroutines int
 	Messages   int
+	Async      bool // Holdfast: PublishAsync (one loop, commits pipelined)
 }
 
 // durabilityName is the short name used in case names.
@@ -69,6 +70,13 @@ func throughputCases(cfg *config) []caseSpec {
 				specs = append(specs, caseSpec{
 					Name: fmt.Sprintf("hf-q%d-%s-g%d", qos, durabilityName(d), g), Impl: implHoldfast,
 					QoS: qos, Durability: d, Goroutines: g, Messages: m,
+				})
+			}
+			if g == 1 {
+				// One publishing loop with PublishAsync, default durability.
+				specs = append(specs, caseSpec{
+					Name: fmt.Sprintf("hf-q%d-group-async-g%d", qos, g), Impl: implHoldfast,
+					QoS: qos, Durability: outbox.GroupCommit, Goroutines: g, Messages: n, Async: true,
 				})
 			}
 		}

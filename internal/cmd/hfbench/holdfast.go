@@ -44,7 +44,7 @@ func runHoldfast(ctx context.Context, e *env, spec caseSpec) (CaseResult, error)
 	topic := "bench/" + spec.Name
 	opts := client.PublishOptions{QoS: spec.QoS}
 	if err := e.measure(spec, &res, func(msgs [][]byte) (time.Duration, error) {
-		return hfPublish(ctx, c, topic, opts, spec.Goroutines, msgs)
+		return hfPublish(ctx, c, topic, opts, spec.Goroutines, spec.Async, msgs)
 	}); err != nil {
 		return res, err
 	}
@@ -56,9 +56,13 @@ func runHoldfast(ctx context.Context, e *env, spec caseSpec) (CaseResult, error)
 
 // hfPublish publishes msgs from g goroutines, ignoring the receipts as most
 // callers do, then flushes. It returns when the last Publish returned.
-func hfPublish(ctx context.Context, c *client.Client, topic string, opts client.PublishOptions, g int, msgs [][]byte) (time.Duration, error) {
+func hfPublish(ctx context.Context, c *client.Client, topic string, opts client.PublishOptions, g int, async bool, msgs [][]byte) (time.Duration, error) {
+	publish := c.Publish
+	if async {
+		publish = c.PublishAsync
+	}
 	pub, err := drive(g, len(msgs), func(_, i int) error {
-		_, err := c.Publish(ctx, topic, msgs[i], opts)
+		_, err := publish(ctx, topic, msgs[i], opts)
 		return err
 	}, nil)
 	if err != nil {
