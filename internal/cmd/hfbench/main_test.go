@@ -48,13 +48,17 @@ func TestCasesCoverTheIssue(t *testing.T) {
 	for _, want := range []string{
 		"paho-mem-q1-g1", "paho-file-q1-g1", "paho-mem-q0-g1", "paho-mem-q1-g16", "paho-file-q1-g16",
 		"hf-q1-group-g1", "hf-q1-each-g1", "hf-q1-nosync-g1", "hf-q2-group-g16", "hf-q2-each-g16", "hf-q2-nosync-g16",
+		"hf-q1-group-async-g1", "hf-q2-group-async-g1",
 	} {
 		if _, ok := names[want]; !ok {
 			t.Errorf("no case %s", want)
 		}
 	}
-	if len(names) != 2*(3+6) {
-		t.Errorf("%d cases, want 18", len(names))
+	if len(names) != 2*(3+6)+2 {
+		t.Errorf("%d cases, want 20", len(names))
+	}
+	if c := names["hf-q1-group-async-g1"]; !c.Async || c.Goroutines != 1 {
+		t.Errorf("async case %+v", c)
 	}
 	if c := names["paho-file-q1-g1"]; c.Messages != cfg.n/5 {
 		t.Errorf("paho-file messages %d", c.Messages)
@@ -182,7 +186,7 @@ func TestSmokeRun(t *testing.T) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Cases) != 19 { // 18 throughput cases + the drain's reference
+	if len(r.Cases) != 21 { // 20 throughput cases + the drain's reference
 		t.Errorf("%d cases in the JSON", len(r.Cases))
 	}
 	for _, c := range r.Cases {
