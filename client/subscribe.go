@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // Message is an inbound message handed to a Handler.
@@ -18,102 +17,77 @@ type Message struct {
 	PacketID  uint16 // 0 for QoS 0
 }
 
-// Handler processes one inbound message. Returning nil accepts it: only then
-// is it acknowledged to the broker (PUBACK, or PUBREC for QoS 2). Returning
-// an error leaves it unacknowledged, so the broker redelivers it on the next
-// connection of this persistent session: a crash or a refusal before
-// acceptance means redelivery, never loss. Handlers run one at a time, in
-// arrival order, on one goroutine: a Handler must not wait for a Receipt
-// (Publish itself is fine: it returns once the message is durable).
+// Handler processes one inbound message. Returning nil accepts it. An error
+// refuses it: the message is offered again after a backoff, up to
+// Config.HandlerRetries times, and then handed to Config.DeadLetter. A QoS
+// 1/2 message is acknowledged to the broker (PUBACK, or PUBREC for QoS 2)
+// only when its handling ends that way, and only once every handler whose
+// filter matches it has ended: a crash or a Close before that means the
+// broker redelivers it to the next connection of this persistent session,
+// never loss.
+//
+// By default handlers run one message at a time, in arrival order, on a
+// goroutine of the client (Config.HandlerConcurrency runs more at once).
+// A Handler may publish and wait for the Receipt. It must not call Close.
+// ctx ends when Close stops the client.
 type Handler func(ctx context.Context, m Message) error
 
 // Subscription is one topic filter and its handler.
 type Subscription struct {
 	Filter  string
 	QoS     byte
-	Handler Handler
+	Handler Handler // nil: messages go to Config.DefaultHandler, which must be set
 }
 
-// route adapts a Handler to paho. A QoS 2 message that reaches the client a
-// second time before its exchange completed (a duplicate PUBLISH before
-// PUBREL) is acknowledged without calling the handler again.
-func (c *Client) route(s Subscription) mqtt.MessageHandler {
-	return func(_ mqtt.Client, pm mqtt.Message) {
-		id := pm.MessageID()
-		if pm.Qos() == 2 {
-			c.d.mu.Lock()
-			done := c.d.inHandled[id]
-			c.d.mu.Unlock()
-			if done {
-				pm.Ack()
-				return
-			}
-		}
-		m := Message{
-			Topic: pm.Topic(), Payload: pm.Payload(), QoS: pm.Qos(),
-			Retained: pm.Retained(), Duplicate: pm.Duplicate(), PacketID: id,
-		}
-		if err := s.Handler(c.ctx, m); err != nil {
-			c.log.Warn("holdfast: handler refused a message; the broker will redeliver it", "topic", m.Topic, "qos", m.QoS, "err", err)
-			return
-		}
-		if pm.Qos() == 2 {
-			c.d.mu.Lock()
-			c.d.inHandled[id] = true
-			c.d.mu.Unlock()
-		}
-		pm.Ack()
-	}
-}
-
-// inboundPut tracks inbound QoS 2 exchanges through paho's "i.<id>" Puts:
-// a PUBLISH without DUP, or the broker's PUBREL, ends what is known of an
-// identifier (the next PUBLISH under it is a new message). A Del is no such
-// signal: paho's resume deletes stored inbound PUBLISH entries on every
-// reconnect, while the broker will still resend that PUBLISH with DUP.
-// Called with d.mu held.
-func (d *dispatcher) inboundPut(id uint16, cp packets.ControlPacket) {
-	switch p := cp.(type) {
-	case *packets.PublishPacket:
-		if !p.Dup {
-			delete(d.inHandled, id)
-		}
-	case *packets.PubrelPacket:
-		delete(d.inHandled, id)
-	}
-}
-
-// Subscribe adds a subscription and keeps it: it is restored whenever the
-// broker lost the session. When connected it waits for the SUBACK (or ctx);
-// when not, it returns nil and the subscription is made on connecting.
-// Errors: ErrInvalidFilter, ErrInvalidQoS, ErrClosed, the context's error,
-// or the broker's refusal (SUBACK 0x80).
-func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Handler) error {
+func checkSubscription(filter string, qos byte, h Handler, haveDefault bool) error {
 	if err := checkFilter(filter); err != nil {
 		return err
 	}
 	if qos > 2 {
 		return fmt.Errorf("%w: %d", ErrInvalidQoS, qos)
 	}
-	if h == nil {
-		return fmt.Errorf("%w: nil handler", ErrInvalidConfig)
+	if h == nil && !haveDefault {
+		return fmt.Errorf("%w: nil handler for %q and no DefaultHandler", ErrInvalidConfig, filter)
+	}
+	return nil
+}
+
+// Subscribe adds a subscription and keeps it: it is restored whenever the
+// broker lost the session. When connected it waits for the SUBACK (or ctx);
+// when not, it returns nil and the subscription is made on connecting.
+// Errors: ErrInvalidFilter, ErrInvalidQoS, ErrInvalidConfig (nil handler
+// and no Config.DefaultHandler), ErrClosed, the context's error, or the
+// broker's refusal (SUBACK 0x80).
+func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Handler) error {
+	return c.subscribe(ctx, filter, qos, h)
+}
+
+// subscribe is Subscribe; a nil h leaves filter's route as it is.
+func (c *Client) subscribe(ctx context.Context, filter string, qos byte, h Handler) error {
+	r := &c.rx
+	r.mu.Lock()
+	haveDefault := r.dflt != nil
+	r.mu.Unlock()
+	if err := checkSubscription(filter, qos, h, haveDefault); err != nil {
+		return err
 	}
 	if c.closing.Load() {
 		return ErrClosed
 	}
-	s := Subscription{Filter: filter, QoS: qos, Handler: h}
-	c.subsMu.Lock()
-	c.subs[filter] = s
-	c.subsMu.Unlock()
-	c.paho.AddRoute(filter, c.route(s))
+	r.mu.Lock()
+	if h != nil {
+		r.setRouteLocked(filter, h)
+	}
+	r.subs[filter] = qos
+	r.mu.Unlock()
 	if !c.paho.IsConnectionOpen() {
 		return nil
 	}
-	return c.subscribeNow(ctx, s)
+	return c.subscribeNow(ctx, filter, qos)
 }
 
-func (c *Client) subscribeNow(ctx context.Context, s Subscription) error {
-	tok := c.paho.Subscribe(s.Filter, s.QoS, c.route(s))
+func (c *Client) subscribeNow(ctx context.Context, filter string, qos byte) error {
+	tok := c.paho.Subscribe(filter, qos, nil)
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
@@ -123,8 +97,8 @@ func (c *Client) subscribeNow(ctx context.Context, s Subscription) error {
 		return err
 	}
 	if st, ok := tok.(*mqtt.SubscribeToken); ok {
-		if code, ok := st.Result()[s.Filter]; ok && code == 0x80 {
-			return fmt.Errorf("holdfast: broker refused subscription %q", s.Filter)
+		if code, ok := st.Result()[filter]; ok && code == 0x80 {
+			return fmt.Errorf("holdfast: broker refused subscription %q", filter)
 		}
 	}
 	return nil
@@ -132,22 +106,23 @@ func (c *Client) subscribeNow(ctx context.Context, s Subscription) error {
 
 // resubscribe restores every subscription on a connection whose broker
 // session is new.
-func (c *Client) resubscribe(ctx context.Context, sess *session) {
-	c.subsMu.Lock()
-	subs := make([]Subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
+func (c *Client) resubscribe(ctx context.Context, _ *session) {
+	r := &c.rx
+	r.mu.Lock()
+	subs := make(map[string]byte, len(r.subs))
+	for f, q := range r.subs {
+		subs[f] = q
 	}
-	c.subsMu.Unlock()
-	for _, s := range subs {
-		if err := c.subscribeNow(ctx, s); err != nil {
-			c.log.Warn("holdfast: restoring subscription", "filter", s.Filter, "err", err)
+	r.mu.Unlock()
+	for f, q := range subs {
+		if err := c.subscribeNow(ctx, f, q); err != nil {
+			c.log.Warn("holdfast: restoring subscription", "filter", f, "err", err)
 		}
 	}
 }
 
-// Unsubscribe removes a subscription. Errors: ErrInvalidFilter, ErrClosed,
-// the context's error.
+// Unsubscribe removes a subscription and its route. Errors:
+// ErrInvalidFilter, ErrClosed, the context's error.
 func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
 	if err := checkFilter(filter); err != nil {
 		return err
@@ -155,9 +130,11 @@ func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
 	if c.closing.Load() {
 		return ErrClosed
 	}
-	c.subsMu.Lock()
-	delete(c.subs, filter)
-	c.subsMu.Unlock()
+	r := &c.rx
+	r.mu.Lock()
+	delete(r.subs, filter)
+	r.deleteRouteLocked(filter)
+	r.mu.Unlock()
 	if !c.paho.IsConnectionOpen() {
 		return nil
 	}
