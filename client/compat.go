@@ -26,9 +26,12 @@ import (
 // Through it, Publish of QoS 1/2 goes through the outbox (the token
 // completes on the broker's acknowledgement, not on paho's resend), a QoS 0
 // publish while disconnected fails with ErrNotConnected instead of a silent
-// drop, and a message is acknowledged after its callbacks return. Tokens
-// are not paho's concrete types: SessionPresent, MessageID and Result are
-// not available.
+// drop, a message is acknowledged after its callbacks return, and Subscribe
+// and Unsubscribe are durable (see Client.Subscribe): made while
+// reconnecting, they are sent on the next connection and their token
+// completes then. A broker's refusal of a subscription is the token's
+// error, wrapping ErrSubscriptionRefused. Tokens are not paho's concrete
+// types: SessionPresent, MessageID and Result are not available.
 func (c *Client) Paho() mqtt.Client { return c.rx.compat }
 
 // pahoUnorderedHandlers is Config.HandlerConcurrency for paho options with
@@ -264,26 +267,62 @@ func (p *compat) Subscribe(topic string, qos byte, callback mqtt.MessageHandler)
 
 func (p *compat) SubscribeMultiple(filters map[string]byte, callback mqtt.MessageHandler) mqtt.Token {
 	t := newToken()
-	go func() {
-		var errs []error
-		for f, q := range filters {
-			errs = append(errs, p.c.subscribe(p.c.ctx, f, q, p.handler(callback)))
+	for f, q := range filters {
+		if err := checkFilter(f); err != nil {
+			t.finish(err)
+			return t
 		}
-		t.finish(errors.Join(errs...))
-	}()
+		if q > 2 {
+			t.finish(fmt.Errorf("%w: %d", ErrInvalidQoS, q))
+			return t
+		}
+	}
+	if p.c.closing.Load() {
+		t.finish(ErrClosed)
+		return t
+	}
+	h := p.handler(callback)
+	var answers []<-chan error
+	for f, q := range filters {
+		answers = append(answers, p.c.rx.want(f, true, q, h))
+	}
+	go p.finishAll(t, answers)
 	return t
 }
 
 func (p *compat) Unsubscribe(topics ...string) mqtt.Token {
 	t := newToken()
-	go func() {
-		var errs []error
-		for _, f := range topics {
-			errs = append(errs, p.c.Unsubscribe(p.c.ctx, f))
+	for _, f := range topics {
+		if err := checkFilter(f); err != nil {
+			t.finish(err)
+			return t
 		}
-		t.finish(errors.Join(errs...))
-	}()
+	}
+	if p.c.closing.Load() {
+		t.finish(ErrClosed)
+		return t
+	}
+	var answers []<-chan error
+	for _, f := range topics {
+		answers = append(answers, p.c.rx.want(f, false, 0, nil))
+	}
+	go p.finishAll(t, answers)
 	return t
+}
+
+// finishAll completes t with the broker's answers, or ErrClosed.
+func (p *compat) finishAll(t *token, answers []<-chan error) {
+	var errs []error
+	for _, a := range answers {
+		select {
+		case err := <-a:
+			errs = append(errs, err)
+		case <-p.c.ctx.Done():
+			t.finish(ErrClosed)
+			return
+		}
+	}
+	t.finish(errors.Join(errs...))
 }
 
 // AddRoute routes topic to callback without subscribing, as paho's does.

@@ -10,9 +10,13 @@ import (
 	"github.com/holdfast-mqtt/holdfast/reconnect"
 )
 
-// receiverEvent is told every connection state change (Client.onEvent): the
-// adapter answers its Connect calls and runs paho's connection handlers.
+// receiverEvent is told every connection state change (Client.onEvent): a
+// new connection wakes the subscription syncer, and the adapter answers its
+// Connect calls and runs paho's connection handlers.
 func (c *Client) receiverEvent(ev reconnect.Event) {
+	if ev.State == reconnect.Connected {
+		c.rx.wake()
+	}
 	c.rx.compat.event(ev)
 }
 

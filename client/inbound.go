@@ -44,13 +44,15 @@ type receiver struct {
 	c      *Client
 	compat *compat // the paho adapter (compat.go)
 
-	mu     sync.Mutex           // guards routes, dflt, active and subs
-	routes []*route             // in the order they were added; one per filter
-	dflt   Handler              // Config.DefaultHandler, or the adapter's default handler
-	active map[uint16]*delivery // QoS 1/2 messages queued or being handled, by packet identifier
-	subs   map[string]byte      // subscriptions to restore, filter -> QoS (subscribe.go)
+	mu      sync.Mutex           // guards routes, dflt, active and intents
+	routes  []*route             // in the order they were added; one per filter
+	dflt    Handler              // Config.DefaultHandler, or the adapter's default handler
+	active  map[uint16]*delivery // QoS 1/2 messages queued or being handled, by packet identifier
+	intents map[string]*intent   // what the broker should hold, by filter (subscribe.go)
 
-	queue chan *delivery // arrival order
+	queue  chan *delivery // arrival order
+	kick   chan struct{}  // wakes the subscription syncer (capacity 1)
+	syncMu sync.Mutex     // serialises subscription syncs (subscribe.go)
 
 	retries    int
 	backoff    time.Duration
@@ -109,8 +111,9 @@ func (c *Client) initReceiver() error {
 	r := &c.rx
 	r.c = c
 	r.active = map[uint16]*delivery{}
-	r.subs = map[string]byte{}
+	r.intents = map[string]*intent{}
 	r.queue = make(chan *delivery, inboundQueue)
+	r.kick = make(chan struct{}, 1)
 	r.dflt = c.cfg.DefaultHandler
 	r.retries = max(c.cfg.HandlerRetries, 0)
 	r.backoff = c.cfg.HandlerBackoff
@@ -123,23 +126,27 @@ func (c *Client) initReceiver() error {
 		if s.Handler != nil {
 			r.setRouteLocked(s.Filter, s.Handler)
 		}
-		r.subs[s.Filter] = s.QoS
+		r.intents[s.Filter] = &intent{sub: true, qos: s.QoS}
 	}
 	c.paho.AddRoute(catchAllRoute, r.arrive)
 	return nil
 }
 
-// startReceiver starts the handler goroutines and the adapter's callback
-// goroutine. They stop with c.ctx (Close).
+// startReceiver starts the handler goroutines, the subscription syncer and
+// the adapter's callback goroutine. They stop with c.ctx (Close).
 func (c *Client) startReceiver() {
 	n := max(c.cfg.HandlerConcurrency, 1)
-	c.wg.Add(n + 1)
+	c.wg.Add(n + 2)
 	for range n {
 		go func() {
 			defer c.wg.Done()
 			c.rx.work(c.ctx)
 		}()
 	}
+	go func() {
+		defer c.wg.Done()
+		c.syncSubscriptions(c.ctx)
+	}()
 	go func() {
 		defer c.wg.Done()
 		c.rx.compat.runCallbacks(c.ctx)

@@ -3,7 +3,9 @@ package client
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -39,6 +41,24 @@ type Subscription struct {
 	Handler Handler // nil: messages go to Config.DefaultHandler, which must be set
 }
 
+// intent is what the broker should hold for one filter: a subscription, or
+// none (an Unsubscribe not yet acknowledged).
+type intent struct {
+	sub     bool         // subscribe (true) or unsubscribe (false)
+	qos     byte         // for sub
+	synced  bool         // the broker acknowledged it in the current session
+	gen     uint64       // incremented by every call that changes it
+	waiters []chan error // calls waiting for the broker's answer
+}
+
+// finish answers every waiting call.
+func (in *intent) finish(err error) {
+	for _, w := range in.waiters {
+		w <- err // buffered, capacity 1
+	}
+	in.waiters = nil
+}
+
 func checkSubscription(filter string, qos byte, h Handler, haveDefault bool) error {
 	if err := checkFilter(filter); err != nil {
 		return err
@@ -52,77 +72,39 @@ func checkSubscription(filter string, qos byte, h Handler, haveDefault bool) err
 	return nil
 }
 
-// Subscribe adds a subscription and keeps it: it is restored whenever the
-// broker lost the session. When connected it waits for the SUBACK (or ctx);
-// when not, it returns nil and the subscription is made on connecting.
+// Subscribe subscribes to filter and routes its messages to h (which
+// replaces an earlier handler of the same filter). The subscription is
+// durable for the life of the client: made while offline, it is sent on the
+// next connection, a SUBSCRIBE that fails (connection lost) is sent again,
+// and it is restored whenever the broker lost the session.
+//
+// Subscribe waits for the broker's SUBACK, or for ctx: if ctx ends first,
+// the error is the context's and the subscription is still made later (call
+// Unsubscribe to withdraw it). Messages of a filter subscribed in an earlier
+// run arrive from the first connection: use Config.Subscriptions or
+// Config.DefaultHandler so that they have a handler by then.
+//
 // Errors: ErrInvalidFilter, ErrInvalidQoS, ErrInvalidConfig (nil handler
-// and no Config.DefaultHandler), ErrClosed, the context's error, or the
-// broker's refusal (SUBACK 0x80).
+// and no Config.DefaultHandler), ErrSubscriptionRefused (the broker answered
+// 0x80; the route is removed), ErrClosed, the context's error.
 func (c *Client) Subscribe(ctx context.Context, filter string, qos byte, h Handler) error {
-	return c.subscribe(ctx, filter, qos, h)
-}
-
-// subscribe is Subscribe; a nil h leaves filter's route as it is.
-func (c *Client) subscribe(ctx context.Context, filter string, qos byte, h Handler) error {
-	r := &c.rx
-	r.mu.Lock()
-	haveDefault := r.dflt != nil
-	r.mu.Unlock()
+	c.rx.mu.Lock()
+	haveDefault := c.rx.dflt != nil
+	c.rx.mu.Unlock()
 	if err := checkSubscription(filter, qos, h, haveDefault); err != nil {
 		return err
 	}
 	if c.closing.Load() {
 		return ErrClosed
 	}
-	r.mu.Lock()
-	if h != nil {
-		r.setRouteLocked(filter, h)
-	}
-	r.subs[filter] = qos
-	r.mu.Unlock()
-	if !c.paho.IsConnectionOpen() {
-		return nil
-	}
-	return c.subscribeNow(ctx, filter, qos)
+	return c.await(ctx, c.rx.want(filter, true, qos, h))
 }
 
-func (c *Client) subscribeNow(ctx context.Context, filter string, qos byte) error {
-	tok := c.paho.Subscribe(filter, qos, nil)
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
-		return err
-	}
-	if st, ok := tok.(*mqtt.SubscribeToken); ok {
-		if code, ok := st.Result()[filter]; ok && code == 0x80 {
-			return fmt.Errorf("holdfast: broker refused subscription %q", filter)
-		}
-	}
-	return nil
-}
-
-// resubscribe restores every subscription on a connection whose broker
-// session is new.
-func (c *Client) resubscribe(ctx context.Context, _ *session) {
-	r := &c.rx
-	r.mu.Lock()
-	subs := make(map[string]byte, len(r.subs))
-	for f, q := range r.subs {
-		subs[f] = q
-	}
-	r.mu.Unlock()
-	for f, q := range subs {
-		if err := c.subscribeNow(ctx, f, q); err != nil {
-			c.log.Warn("holdfast: restoring subscription", "filter", f, "err", err)
-		}
-	}
-}
-
-// Unsubscribe removes a subscription and its route. Errors:
-// ErrInvalidFilter, ErrClosed, the context's error.
+// Unsubscribe removes filter's route at once and unsubscribes from it:
+// while offline, the UNSUBSCRIBE is sent on the next connection whose broker
+// kept the session (one that did not holds nothing to remove). It waits for
+// the UNSUBACK or ctx, like Subscribe. Errors: ErrInvalidFilter, ErrClosed,
+// the context's error.
 func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
 	if err := checkFilter(filter); err != nil {
 		return err
@@ -130,19 +112,225 @@ func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
 	if c.closing.Load() {
 		return ErrClosed
 	}
+	return c.await(ctx, c.rx.want(filter, false, 0, nil))
+}
+
+// want records what the broker should hold for filter and wakes the syncer.
+// h, when not nil, becomes filter's route; an unsubscribe removes the route.
+// The returned channel receives the broker's answer.
+func (r *receiver) want(filter string, sub bool, qos byte, h Handler) <-chan error {
+	done := make(chan error, 1)
+	r.mu.Lock()
+	switch {
+	case !sub:
+		r.deleteRouteLocked(filter)
+	case h != nil:
+		r.setRouteLocked(filter, h)
+	}
+	in := r.intents[filter]
+	if in == nil {
+		in = &intent{}
+		r.intents[filter] = in
+	}
+	in.sub, in.qos, in.synced = sub, qos, false
+	in.gen++
+	in.waiters = append(in.waiters, done)
+	r.mu.Unlock()
+	r.wake()
+	return done
+}
+
+func (r *receiver) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) await(ctx context.Context, done <-chan error) error {
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// resubscribe is called by connect on a connection whose broker session is
+// new: every subscription is sent again, and pending unsubscriptions have
+// nothing left to remove.
+func (c *Client) resubscribe(ctx context.Context, _ *session) {
 	r := &c.rx
 	r.mu.Lock()
-	delete(r.subs, filter)
-	r.deleteRouteLocked(filter)
-	r.mu.Unlock()
-	if !c.paho.IsConnectionOpen() {
-		return nil
+	for f, in := range r.intents {
+		if in.sub {
+			in.synced = false
+		} else {
+			delete(r.intents, f)
+			in.finish(nil)
+		}
 	}
-	tok := c.paho.Unsubscribe(filter)
+	r.mu.Unlock()
+	if !c.syncOnce(ctx) {
+		r.wake()
+	}
+}
+
+// syncSubscriptions is the goroutine that sends what the broker does not
+// hold yet: on every new intent, on every connection (onEvent wakes it), and
+// after a failure with exponential backoff while connected.
+func (c *Client) syncSubscriptions(ctx context.Context) {
+	defer c.rx.closeIntents()
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 200 * time.Millisecond
+	bo.MaxInterval = 10 * time.Second
+	bo.MaxElapsedTime = 0
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.rx.kick:
+		case <-retry.C:
+		}
+		if !c.paho.IsConnectionOpen() {
+			continue // the next connection wakes it
+		}
+		if c.syncOnce(ctx) {
+			bo.Reset()
+			continue
+		}
+		retry.Stop()
+		select {
+		case <-retry.C:
+		default:
+		}
+		retry.Reset(bo.NextBackOff())
+	}
+}
+
+// closeIntents answers every waiting call with ErrClosed.
+func (r *receiver) closeIntents() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, in := range r.intents {
+		in.finish(ErrClosed)
+	}
+}
+
+// pendingIntent is an intent as it was sent.
+type pendingIntent struct {
+	filter string
+	qos    byte
+	gen    uint64
+}
+
+// syncOnce sends one SUBSCRIBE for every subscription the broker does not
+// hold and one UNSUBSCRIBE for every pending removal, and waits for the
+// answers. It returns false if a packet failed (connection lost): what it
+// carried is sent again by a later pass.
+func (c *Client) syncOnce(ctx context.Context) bool {
+	r := &c.rx
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	sess := c.sess.Load()
+	var subs, unsubs []pendingIntent
+	r.mu.Lock()
+	for f, in := range r.intents {
+		if !in.synced {
+			p := pendingIntent{filter: f, qos: in.qos, gen: in.gen}
+			if in.sub {
+				subs = append(subs, p)
+			} else {
+				unsubs = append(unsubs, p)
+			}
+		}
+	}
+	r.mu.Unlock()
+	ok := true
+	if len(subs) > 0 {
+		filters := make(map[string]byte, len(subs))
+		for _, p := range subs {
+			filters[p.filter] = p.qos
+		}
+		tok := c.paho.SubscribeMultiple(filters, nil)
+		if err := waitPaho(ctx, sess, tok); err != nil {
+			c.log.Debug("holdfast: subscribing; will retry", "filters", len(subs), "err", err)
+			ok = false
+		} else {
+			var codes map[string]byte
+			if st, isSub := tok.(*mqtt.SubscribeToken); isSub {
+				codes = st.Result()
+			}
+			r.settle(subs, func(in *intent, p pendingIntent) {
+				if code, has := codes[p.filter]; has && code == 0x80 {
+					c.log.Warn("holdfast: the broker refused a subscription", "filter", p.filter)
+					delete(r.intents, p.filter)
+					r.deleteRouteLocked(p.filter)
+					in.finish(fmt.Errorf("%w: %q", ErrSubscriptionRefused, p.filter))
+					return
+				}
+				in.synced = true
+				in.finish(nil)
+			})
+		}
+	}
+	if len(unsubs) > 0 {
+		filters := make([]string, len(unsubs))
+		for i, p := range unsubs {
+			filters[i] = p.filter
+		}
+		tok := c.paho.Unsubscribe(filters...)
+		if err := waitPaho(ctx, sess, tok); err != nil {
+			c.log.Debug("holdfast: unsubscribing; will retry", "filters", len(unsubs), "err", err)
+			ok = false
+		} else {
+			r.settle(unsubs, func(in *intent, p pendingIntent) {
+				delete(r.intents, p.filter)
+				in.finish(nil)
+			})
+		}
+	}
+	return ok
+}
+
+// settle applies f to each intent that no call changed since it was sent;
+// a changed one is left for the next pass, which it wakes.
+func (r *receiver) settle(sent []pendingIntent, f func(*intent, pendingIntent)) {
+	changed := false
+	r.mu.Lock()
+	for _, p := range sent {
+		in := r.intents[p.filter]
+		if in == nil || in.gen != p.gen {
+			changed = true
+			continue
+		}
+		f(in, p)
+	}
+	r.mu.Unlock()
+	if changed {
+		r.wake()
+	}
+}
+
+// waitPaho waits for a SUBSCRIBE or UNSUBSCRIBE token. paho completes it on
+// the answer or on a lost connection; sess ending bounds the wait as well,
+// in case the loss overtook paho's bookkeeping.
+func waitPaho(ctx context.Context, sess *session, tok mqtt.Token) error {
+	var lost <-chan struct{}
+	if sess != nil {
+		lost = sess.Done()
+	}
 	select {
 	case <-tok.Done():
 		return tok.Error()
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-lost:
+		return fmt.Errorf("%w: connection lost before the answer", ErrNotConnected)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,6 +205,119 @@ func TestUnacceptedMessageIsRedelivered(t *testing.T) {
 			testbroker.Eventually(t, 10*time.Second, func() bool { return redelivered.distinct() == 1 },
 				"the refused message redelivered after the restart")
 		})
+	}
+}
+
+// TestSubscribeWhileOfflineIsSentOnConnect subscribes and unsubscribes while
+// the broker is unreachable: both are sent on the next connection, whether
+// the broker kept the session or not.
+func TestSubscribeWhileOfflineIsSentOnConnect(t *testing.T) {
+	for _, sessionPresent := range []bool{true, false} {
+		t.Run(fmt.Sprintf("session=%v", sessionPresent), func(t *testing.T) {
+			m, p := rig(t, testbroker.MosquittoOptions{})
+			pub := pahoPublisher(t, m.URL())
+			id := "offline-sub"
+			if sessionPresent {
+				// An earlier run leaves a session subscribed to old/#.
+				c := newClient(t, client.Config{Brokers: []string{m.URL()}, ClientID: id, OutboxDir: t.TempDir(),
+					Subscriptions: []client.Subscription{{Filter: "old/#", QoS: 1, Handler: accept}}})
+				awaitConnected(t, c)
+				closeClient(t, c)
+			}
+			p.SetRefuse(true)
+			var got, unrouted sink
+			c := newClient(t, client.Config{Brokers: []string{p.URL()}, ClientID: id, OutboxDir: t.TempDir(),
+				DefaultHandler: unrouted.native()})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			errs := make(chan error, 2)
+			go func() { errs <- c.Subscribe(ctx, "new/#", 1, got.native()) }()
+			go func() { errs <- c.Unsubscribe(ctx, "old/#") }()
+			testbroker.Eventually(t, 5*time.Second, func() bool { return p.Stats().Refused >= 2 }, "connection attempts refused")
+			if c.IsConnected() {
+				t.Fatal("connected through a refusing proxy")
+			}
+			p.SetRefuse(false)
+			for range 2 {
+				if err := <-errs; err != nil {
+					t.Fatalf("Subscribe/Unsubscribe made offline: %v", err)
+				}
+			}
+			publishAll(t, pub, "old/x", 1, "old")
+			publishAll(t, pub, "new/x", 1, "new")
+			testbroker.Eventually(t, 10*time.Second, func() bool { return got.distinct() == 1 }, "the offline subscription")
+			if l := unrouted.list(); len(l) != 0 {
+				t.Fatalf("messages of the unsubscribed filter still arrive: %v", l)
+			}
+		})
+	}
+}
+
+// TestFailedSubscribeIsRetried loses the connection while a SUBSCRIBE waits
+// for its SUBACK: it is sent again on the next connection (the broker kept
+// the session, so nothing else would restore it).
+func TestFailedSubscribeIsRetried(t *testing.T) {
+	m, p := rig(t, testbroker.MosquittoOptions{})
+	pub := pahoPublisher(t, m.URL())
+	c := newClient(t, client.Config{Brokers: []string{p.URL()}, ClientID: "retry-sub", OutboxDir: t.TempDir()})
+	awaitConnected(t, c)
+	p.SetBlackhole(true)
+	var got sink
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- c.Subscribe(ctx, "retry/#", 1, got.native()) }()
+	// The black hole holds what it reads and the proxy counts nothing
+	// until it ends: give the SUBSCRIBE time to be written into it.
+	time.Sleep(300 * time.Millisecond)
+	p.SetRefuse(true) // the held SUBSCRIBE is discarded with the connection
+	p.SetBlackhole(false)
+	p.SetRefuse(false)
+	if err := <-errc; err != nil {
+		t.Fatalf("Subscribe across a lost connection: %v", err)
+	}
+	publishAll(t, pub, "retry/x", 1, "1")
+	testbroker.Eventually(t, 10*time.Second, func() bool { return got.distinct() == 1 }, "message on the retried subscription")
+}
+
+// dynsecDenying configures Mosquitto's dynamic-security plugin to refuse
+// subscriptions to denied/# (an acl_file only filters deliveries: Mosquitto
+// 2.0 grants the subscription).
+func dynsecDenying(t *testing.T) string {
+	t.Helper()
+	const plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+	if _, err := os.Stat(plugin); err != nil {
+		t.Skip("mosquitto's dynamic-security plugin is not installed")
+	}
+	conf := filepath.Join(t.TempDir(), "dynsec.json")
+	const js = `{"defaultACLAccess":{"publishClientSend":true,"publishClientReceive":true,"subscribe":true,"unsubscribe":true},
+ "clients":[],"groups":[{"groupname":"anon","roles":[{"rolename":"r"}]}],"anonymousGroup":"anon",
+ "roles":[{"rolename":"r","acls":[{"acltype":"subscribePattern","topic":"denied/#","priority":0,"allow":false}]}]}`
+	if err := os.WriteFile(conf, []byte(js), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return "plugin " + plugin + "\nplugin_opt_config_file " + conf + "\n"
+}
+
+// TestSubscriptionRefusedByBroker subscribes to a filter the broker denies
+// (SUBACK 0x80): Subscribe, and the adapter's token, fail with
+// ErrSubscriptionRefused.
+func TestSubscriptionRefusedByBroker(t *testing.T) {
+	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{Extra: dynsecDenying(t)})
+	c := newClient(t, client.Config{Brokers: []string{m.URL()}, ClientID: "refused", OutboxDir: t.TempDir()})
+	awaitConnected(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Subscribe(ctx, "allowed/#", 1, accept); err != nil {
+		t.Fatalf("allowed filter: %v", err)
+	}
+	err := c.Subscribe(ctx, "denied/#", 1, accept)
+	if !errors.Is(err, client.ErrSubscriptionRefused) || !strings.Contains(err.Error(), "denied/#") {
+		t.Fatalf("denied filter: %v, want ErrSubscriptionRefused naming it", err)
+	}
+	tok := c.Paho().Subscribe("denied/x", 1, nil)
+	if !tok.WaitTimeout(10*time.Second) || !errors.Is(tok.Error(), client.ErrSubscriptionRefused) {
+		t.Fatalf("adapter: %v, want ErrSubscriptionRefused", tok.Error())
 	}
 }
 
