@@ -359,51 +359,6 @@ func TestUndeliveredSurvivesCloseAndReopen(t *testing.T) {
 	requireClean(t, "reopen", testsub.Check(seqs(1, n), sub.Arrivals("reopen/t")), true)
 }
 
-// TestInboundAckedOnlyAfterHandlerAccepted refuses a message once and checks
-// the broker redelivers it after a reconnect.
-func TestInboundAckedOnlyAfterHandlerAccepted(t *testing.T) {
-	m, p := rig(t, testbroker.MosquittoOptions{})
-	var mu sync.Mutex
-	var seen []client.Message
-	refused := false
-	handler := func(_ context.Context, msg client.Message) error {
-		mu.Lock()
-		defer mu.Unlock()
-		seen = append(seen, msg)
-		if !refused {
-			refused = true
-			return errors.New("not now")
-		}
-		return nil
-	}
-	c := newClient(t, client.Config{
-		Brokers: []string{p.URL()}, OutboxDir: t.TempDir(),
-		Subscriptions: []client.Subscription{{Filter: "in/#", QoS: 1, Handler: handler}},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := c.AwaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-	pub := newClient(t, client.Config{Brokers: []string{m.URL()}, ClientID: "in-pub"})
-	r, err := pub.Publish(ctx, "in/a", []byte("1 hello"), client.QoS1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-	count := func() int { mu.Lock(); defer mu.Unlock(); return len(seen) }
-	testbroker.Eventually(t, 10*time.Second, func() bool { return count() >= 1 }, "first delivery")
-	p.Cut() // the unacknowledged message is redelivered on the next connection
-	testbroker.Eventually(t, 20*time.Second, func() bool { return count() >= 2 }, "redelivery after refusal")
-	mu.Lock()
-	defer mu.Unlock()
-	if string(seen[1].Payload) != "1 hello" || !seen[1].Duplicate {
-		t.Fatalf("redelivery = %+v", seen[1])
-	}
-}
-
 // TestWrongPasswordStopsWithTheBrokersReason checks a permanent refusal
 // reaches the caller with its reason instead of a retry loop.
 func TestWrongPasswordStopsWithTheBrokersReason(t *testing.T) {

@@ -41,8 +41,7 @@ type Client struct {
 	closing atomic.Bool
 	pending chan struct{} // a slot per PublishAsync message not yet durable (Config.MaxPending)
 
-	subsMu sync.Mutex // guards subs
-	subs   map[string]Subscription
+	rx receiver // the inbound side: routes, subscriptions, handlers (inbound.go, subscribe.go)
 
 	ctx       context.Context // cancelled by Close; owns the dispatcher
 	cancel    context.CancelFunc
@@ -62,7 +61,7 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, subs: map[string]Subscription{}, pending: make(chan struct{}, cfg.MaxPending)}
+	c := &Client{cfg: cfg, log: cfg.Logger, pending: make(chan struct{}, cfg.MaxPending)}
 	// The dispatcher exists before the outbox opens: records that expire
 	// while it opens are reported through it (Stats, Hooks.OnDrop).
 	c.d = newDispatcher(&c.cfg, &c.stats)
@@ -90,13 +89,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	c.sup = sup
-	for _, s := range cfg.Subscriptions {
-		if err := checkFilter(s.Filter); err != nil {
-			c.closeOutbox()
-			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-		}
-		c.subs[s.Filter] = s
-		c.paho.AddRoute(s.Filter, c.route(s))
+	if err := c.initReceiver(); err != nil {
+		c.closeOutbox()
+		return nil, err
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	pctx, stopState := context.WithCancel(context.Background())
@@ -106,6 +101,7 @@ func New(cfg Config) (*Client, error) {
 		defer c.stateWG.Done()
 		c.d.persist.run(pctx)
 	}()
+	c.startReceiver()
 	c.sup.Start()
 	c.wg.Add(1)
 	go func() {
@@ -281,6 +277,7 @@ func (c *Client) onEvent(ev reconnect.Event) {
 	if c.cfg.Hooks.OnConnection != nil {
 		c.cfg.Hooks.OnConnection(ev)
 	}
+	c.receiverEvent(ev)
 }
 
 // AwaitConnected waits until a connection is up. Errors: ErrClosed,
@@ -424,6 +421,12 @@ type Stats struct {
 	Dropped     uint64        // dropped by the overflow policy
 	Expired     uint64        // dropped by their TTL
 	Reconnects  uint64        // connections after the first
+
+	// Inbound (see Config.DefaultHandler, HandlerRetries, DeadLetter).
+	Received     uint64 // messages handed to handlers (a redelivery joining one in progress is not counted again)
+	Unrouted     uint64 // messages that matched no subscription, with no DefaultHandler: acknowledged unhandled
+	Refusals     uint64 // times a handler returned an error
+	DeadLettered uint64 // messages handed to DeadLetter after the last refusal, then acknowledged
 }
 
 // Stats returns a snapshot. It is cheap (no I/O) and safe for concurrent use.
@@ -451,5 +454,6 @@ func (c *Client) Stats() Stats {
 	if qs.Len > 0 && !qs.Oldest.IsZero() {
 		st.OldestAge = time.Since(qs.Oldest)
 	}
+	c.rx.addStats(&st)
 	return st
 }

@@ -1,17 +1,23 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"reflect"
 	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/holdfast-mqtt/holdfast/reconnect"
 )
 
 // Paho returns a view of c that satisfies paho's mqtt.Client interface, for
-// code written against bare paho. Migrating is then a constructor change:
+// code written against bare paho (always the same value). Migrating is then
+// a constructor change:
 //
 //	var cli mqtt.Client = mqtt.NewClient(opts)          // before
 //	hf, err := client.New(client.FromPaho(opts, "/var/lib/app/outbox"))
@@ -20,14 +26,60 @@ import (
 // Through it, Publish of QoS 1/2 goes through the outbox (the token
 // completes on the broker's acknowledgement, not on paho's resend), a QoS 0
 // publish while disconnected fails with ErrNotConnected instead of a silent
-// drop, and message handlers are acknowledged after they return.
-func (c *Client) Paho() mqtt.Client { return &compat{c: c} }
+// drop, a message is acknowledged after its callbacks return, and Subscribe
+// and Unsubscribe are durable (see Client.Subscribe): made while
+// reconnecting, they are sent on the next connection and their token
+// completes then. A broker's refusal of a subscription is the token's
+// error, wrapping ErrSubscriptionRefused. Tokens are not paho's concrete
+// types: SessionPresent, MessageID and Result are not available.
+func (c *Client) Paho() mqtt.Client { return c.rx.compat }
 
-// FromPaho builds a Config from paho ClientOptions: brokers, client
-// identifier, credentials, keepalive, timeouts, TLS, will and the default
-// handler's subscriptions are carried over; outboxDir is the durable outbox
-// ("" for an in-memory one). Reconnection is Holdfast's (paho's
-// AutoReconnect/ConnectRetry settings are ignored).
+// pahoUnorderedHandlers is Config.HandlerConcurrency for paho options with
+// SetOrderMatters(false) (paho starts a goroutine per message, unbounded).
+const pahoUnorderedHandlers = 64
+
+// pahoSettings are what FromPaho keeps of paho options beyond Config: the
+// callbacks, run by the adapter as paho runs them, and the options Holdfast
+// does not carry out, which New refuses.
+type pahoSettings struct {
+	opts           mqtt.ClientOptions // a copy, handed to the reconnecting handler
+	dflt           mqtt.MessageHandler
+	onConnect      mqtt.OnConnectHandler
+	onLost         mqtt.ConnectionLostHandler
+	onReconnecting mqtt.ReconnectHandler
+	onNotify       mqtt.ConnectionNotificationHandler
+	refused        []string
+}
+
+// FromPaho builds a Config from paho ClientOptions; outboxDir is the durable
+// outbox ("" for an in-memory one). Every option is either carried over or
+// makes New fail with an error wrapping ErrInvalidConfig that names it:
+//
+// Carried over: brokers (AddBroker; unix:// is refused), client identifier,
+// username and password, clean session (false asks for a persistent
+// session; with an outbox directory the session is always persistent),
+// keepalive, connect and write timeouts, TLS configuration, will,
+// SetOrderMatters (false: up to 64 handlers at once, see
+// Config.HandlerConcurrency), SetMaxReconnectInterval (Config.Backoff's
+// MaxInterval), SetMaxResumePubInFlight (Config.MaxInflight), and the
+// handlers, run through the adapter (Client.Paho) as paho runs them, with
+// the adapter as their client argument: the default publish handler (for
+// nil-callback subscriptions and messages that match no route, from the
+// first connection), OnConnect after each connection, connection-lost,
+// reconnecting (before each attempt after a loss; changes it makes to the
+// options are ignored) and connection-notification.
+//
+// Replaced by Holdfast's own equivalent: AutoReconnect, ConnectRetry and
+// ConnectRetryInterval (Holdfast always reconnects, with Config.Backoff),
+// ResumeSubs (subscriptions are always restored), SetStore when outboxDir
+// is set (the outbox), MessageChannelDepth (unused by paho too).
+//
+// Refused: SetCredentialsProvider, SetHTTPHeaders, SetWebsocketOptions,
+// SetDialer (other than paho's default), SetCustomOpenConnectionFn,
+// SetConnectionAttemptHandler, SetPingTimeout other than paho's default
+// (Holdfast's is KeepAlive/4), SetProtocolVersion other than 4,
+// SetAutoAckDisabled (a message is acknowledged when its callbacks return),
+// and SetStore with an in-memory outbox (pass a directory instead).
 func FromPaho(o *mqtt.ClientOptions, outboxDir string) Config {
 	r := mqtt.NewOptionsReader(o)
 	cfg := Config{
@@ -49,35 +101,120 @@ func FromPaho(o *mqtt.ClientOptions, outboxDir string) Config {
 	if !r.CleanSession() {
 		cfg.PersistentSession = true
 	}
+	if !o.Order {
+		cfg.HandlerConcurrency = pahoUnorderedHandlers
+	}
+	if d := o.MaxReconnectInterval; d > 0 && d != 10*time.Minute { // 10 minutes: paho's default
+		cfg.Backoff.MaxInterval = d
+		if d < reconnect.DefaultInitialInterval {
+			cfg.Backoff.InitialInterval = d
+		}
+	}
+	if o.MaxResumePubInFlight > 0 {
+		cfg.MaxInflight = min(o.MaxResumePubInFlight, 65535)
+	}
+	ps := &pahoSettings{
+		opts: *o, dflt: o.DefaultPublishHandler, onConnect: o.OnConnect, onLost: o.OnConnectionLost,
+		onReconnecting: o.OnReconnecting, onNotify: o.OnConnectionNotification,
+	}
+	refuse := func(option, why string) { ps.refused = append(ps.refused, option+": "+why) }
+	if o.CredentialsProvider != nil {
+		refuse("SetCredentialsProvider", "credentials are fixed at New (Username, Password)")
+	}
+	if len(o.HTTPHeaders) > 0 {
+		refuse("SetHTTPHeaders", "WebSocket headers are not supported")
+	}
+	if w := o.WebsocketOptions; w != nil && (w.ReadBufferSize != 0 || w.WriteBufferSize != 0 || w.Proxy != nil) {
+		refuse("SetWebsocketOptions", "WebSocket options are not supported")
+	}
+	if o.Dialer != nil && !reflect.DeepEqual(*o.Dialer, net.Dialer{Timeout: 30 * time.Second}) {
+		refuse("SetDialer", "Holdfast dials itself (timeout: ConnectTimeout)")
+	}
+	if o.CustomOpenConnectionFn != nil {
+		refuse("SetCustomOpenConnectionFn", "Holdfast opens the connection itself")
+	}
+	if o.OnConnectAttempt != nil {
+		refuse("SetConnectionAttemptHandler", "the TLS configuration is fixed at New")
+	}
+	if o.PingTimeout != 0 && o.PingTimeout != 10*time.Second { // 10s: paho's default
+		refuse("SetPingTimeout", "the ping timeout is KeepAlive/4")
+	}
+	if v := o.ProtocolVersion; v != 0 && v != 4 {
+		refuse("SetProtocolVersion", fmt.Sprintf("only MQTT 3.1.1 (4), not %d", v))
+	}
+	if o.AutoAckDisabled {
+		refuse("SetAutoAckDisabled", "a message is acknowledged when its callbacks return")
+	}
+	if o.Store != nil && outboxDir == "" {
+		refuse("SetStore", "pass a directory as FromPaho's outboxDir for a durable outbox")
+	}
+	cfg.fromPaho = ps
 	return cfg
 }
 
-type compat struct{ c *Client }
+// compat is the adapter returned by Client.Paho.
+type compat struct {
+	c *Client
+	p *pahoSettings // nil unless the Config came from FromPaho
+
+	mu        sync.Mutex // guards connected, waiters and calls
+	connected bool       // a connection was established before (reconnecting handler, notifications)
+	waiters   []*token   // Connect calls waiting for the first outcome
+	calls     []func()   // callbacks not run yet, in order
+	wake      chan struct{}
+}
 
 var _ mqtt.Client = (*compat)(nil)
+
+func newCompat(c *Client) *compat {
+	p := &compat{c: c, p: c.cfg.fromPaho, wake: make(chan struct{}, 1)}
+	if p.p != nil && p.p.dflt != nil && c.rx.dflt == nil {
+		c.rx.dflt = p.handler(p.p.dflt)
+	}
+	return p
+}
 
 func (p *compat) IsConnected() bool      { return p.c.IsConnected() }
 func (p *compat) IsConnectionOpen() bool { return p.c.paho.IsConnectionOpen() }
 
-// Connect returns a token that completes at the first connection (the client
-// connects on its own from New), or with ErrStopped on a permanent refusal.
+// Connect returns a token that completes when a connection is up, or with
+// the error of the next failed attempt (as paho's does). The client connects
+// on its own from New, and goes on trying after a failed attempt.
 func (p *compat) Connect() mqtt.Token {
 	t := newToken()
-	go func() {
-		ctx, cancel := context.WithTimeout(p.c.ctx, p.c.cfg.ConnectTimeout)
-		defer cancel()
-		t.finish(p.c.AwaitConnected(ctx))
-	}()
+	p.mu.Lock()
+	p.waiters = append(p.waiters, t)
+	p.mu.Unlock()
+	if p.c.closing.Load() {
+		t.finish(ErrClosed)
+	} else if p.c.IsConnected() {
+		t.finish(nil)
+	}
 	return t
 }
 
 // Disconnect closes the client, waiting up to quiesce milliseconds for the
-// outbox to drain. What is left stays in a durable outbox.
+// outbox to drain (what is left stays in a durable outbox). It returns when
+// the client is closed, or at the latest disconnectGrace after quiesce (a
+// callback that calls it would otherwise wait for itself).
 func (p *compat) Disconnect(quiesce uint) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(quiesce)*time.Millisecond)
-	defer cancel()
-	_ = p.c.Close(ctx)
+	q := time.Duration(quiesce) * time.Millisecond
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), q)
+		defer cancel()
+		_ = p.c.Close(ctx)
+	}()
+	t := time.NewTimer(q + disconnectGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
+
+const disconnectGrace = 5 * time.Second
 
 func (p *compat) Publish(topic string, qos byte, retained bool, payload interface{}) mqtt.Token {
 	t := newToken()
@@ -87,11 +224,16 @@ func (p *compat) Publish(topic string, qos byte, retained bool, payload interfac
 		b = v
 	case string:
 		b = []byte(v)
+	case bytes.Buffer:
+		b = v.Bytes()
 	default:
 		t.finish(fmt.Errorf("holdfast: unknown payload type %T", payload))
 		return t
 	}
-	r, err := p.c.Publish(context.Background(), topic, b, PublishOptions{QoS: qos, Retained: retained})
+	// paho's contract: Publish returns at once, and the token completes on
+	// the broker's acknowledgement or with what stopped the message
+	// (invalid input, a full outbox, a commit that failed).
+	r, err := p.c.PublishAsync(context.Background(), topic, b, PublishOptions{QoS: qos, Retained: retained})
 	if err != nil {
 		t.finish(err)
 		return t
@@ -120,47 +262,86 @@ func (t receiptToken) Error() error {
 	return t.r.err
 }
 
+// Subscribe subscribes as Client.Subscribe does; a nil callback sends the
+// messages to the default publish handler (or leaves an AddRoute in place).
 func (p *compat) Subscribe(topic string, qos byte, callback mqtt.MessageHandler) mqtt.Token {
 	return p.SubscribeMultiple(map[string]byte{topic: qos}, callback)
 }
 
 func (p *compat) SubscribeMultiple(filters map[string]byte, callback mqtt.MessageHandler) mqtt.Token {
 	t := newToken()
-	go func() {
-		var errs []error
-		for f, q := range filters {
-			errs = append(errs, p.c.Subscribe(p.c.ctx, f, q, p.handler(callback)))
+	for f, q := range filters {
+		if err := checkFilter(f); err != nil {
+			t.finish(err)
+			return t
 		}
-		t.finish(errors.Join(errs...))
-	}()
+		if q > 2 {
+			t.finish(fmt.Errorf("%w: %d", ErrInvalidQoS, q))
+			return t
+		}
+	}
+	if p.c.closing.Load() {
+		t.finish(ErrClosed)
+		return t
+	}
+	h := p.handler(callback)
+	var answers []<-chan error
+	for f, q := range filters {
+		answers = append(answers, p.c.rx.want(f, true, q, h))
+	}
+	go p.finishAll(t, answers)
 	return t
 }
 
 func (p *compat) Unsubscribe(topics ...string) mqtt.Token {
 	t := newToken()
-	go func() {
-		var errs []error
-		for _, f := range topics {
-			errs = append(errs, p.c.Unsubscribe(p.c.ctx, f))
+	for _, f := range topics {
+		if err := checkFilter(f); err != nil {
+			t.finish(err)
+			return t
 		}
-		t.finish(errors.Join(errs...))
-	}()
+	}
+	if p.c.closing.Load() {
+		t.finish(ErrClosed)
+		return t
+	}
+	var answers []<-chan error
+	for _, f := range topics {
+		answers = append(answers, p.c.rx.want(f, false, 0, nil))
+	}
+	go p.finishAll(t, answers)
 	return t
 }
 
+// finishAll completes t with the broker's answers, or ErrClosed.
+func (p *compat) finishAll(t *token, answers []<-chan error) {
+	var errs []error
+	for _, a := range answers {
+		select {
+		case err := <-a:
+			errs = append(errs, err)
+		case <-p.c.ctx.Done():
+			t.finish(ErrClosed)
+			return
+		}
+	}
+	t.finish(errors.Join(errs...))
+}
+
+// AddRoute routes topic to callback without subscribing, as paho's does.
 func (p *compat) AddRoute(topic string, callback mqtt.MessageHandler) {
-	p.c.paho.AddRoute(topic, func(_ mqtt.Client, m mqtt.Message) {
-		callback(p, m)
-		m.Ack()
-	})
+	if callback != nil {
+		p.c.rx.addRoute(topic, p.handler(callback))
+	}
 }
 
 func (p *compat) OptionsReader() mqtt.ClientOptionsReader { return p.c.paho.OptionsReader() }
 
-// handler adapts a paho callback: it is acknowledged once it returns.
+// handler adapts a paho callback: its message is accepted once it returns.
+// A nil callback is a nil Handler (no route).
 func (p *compat) handler(cb mqtt.MessageHandler) Handler {
 	if cb == nil {
-		return func(context.Context, Message) error { return nil }
+		return nil
 	}
 	return func(_ context.Context, m Message) error {
 		cb(p, compatMessage{m})
@@ -176,7 +357,7 @@ func (m compatMessage) Retained() bool    { return m.m.Retained }
 func (m compatMessage) Topic() string     { return m.m.Topic }
 func (m compatMessage) MessageID() uint16 { return m.m.PacketID }
 func (m compatMessage) Payload() []byte   { return m.m.Payload }
-func (m compatMessage) Ack()              {} // acknowledged when the callback returns
+func (m compatMessage) Ack()              {} // acknowledged when the callbacks return
 
 // token is an mqtt.Token completed once.
 type token struct {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -135,6 +136,39 @@ type Config struct {
 	// this client was away reach their handler. See also Subscribe.
 	Subscriptions []Subscription
 
+	// DefaultHandler receives the inbound messages that match no
+	// subscription's filter: messages the broker queued for a subscription
+	// this run has not made (yet), or that an Unsubscribe overtook. Nil
+	// means such a message is acknowledged at once, logged and counted in
+	// Stats.Unrouted, so that it cannot hold the broker's window.
+	DefaultHandler Handler
+
+	// HandlerConcurrency is how many inbound messages are handled at once.
+	// 0 or 1 (default): one at a time, in arrival order. More: up to that
+	// many at once, in no particular order (paho's SetOrderMatters(false)).
+	HandlerConcurrency int
+
+	// HandlerRetries is how many more times a message is offered to a
+	// handler that refused it (returned an error), waiting HandlerBackoff
+	// before the first retry and twice as long before each next one, up to
+	// 10s. Default 5; -1 means no retry. After the last refusal the message
+	// goes to DeadLetter and is acknowledged. While a message is retried the
+	// messages after it wait (unless HandlerConcurrency > 1).
+	HandlerRetries int
+
+	// HandlerBackoff is the wait before the first retry of a refused
+	// message. Default 100ms.
+	HandlerBackoff time.Duration
+
+	// DeadLetter receives a message that a handler still refused after
+	// HandlerRetries, with the last error; the message is acknowledged when
+	// it returns, so a poison message neither stalls the stream nor comes
+	// back. Nil means the message is logged (at error level, without its
+	// payload) and counted in Stats.DeadLettered. It is called on the
+	// handler's goroutine and must be safe for concurrent use when
+	// HandlerConcurrency > 1.
+	DeadLetter func(ctx context.Context, m Message, err error)
+
 	// Hooks are optional callbacks; see Hooks.
 	Hooks Hooks
 
@@ -144,6 +178,10 @@ type Config struct {
 	// function, handlers) are restored after it, because the guarantees
 	// depend on them.
 	PahoOptions func(*mqtt.ClientOptions)
+
+	// fromPaho holds what FromPaho keeps of paho options beyond the fields
+	// above (compat.go).
+	fromPaho *pahoSettings
 }
 
 // Will is a last-will message.
@@ -201,6 +239,9 @@ const (
 // validate copies defaults into c and returns an error wrapping
 // ErrInvalidConfig when the configuration cannot work.
 func (c *Config) validate() error {
+	if err := c.validateReceive(); err != nil { // inbound.go
+		return err
+	}
 	if len(c.Brokers) == 0 {
 		return fmt.Errorf("%w: no broker URL", ErrInvalidConfig)
 	}

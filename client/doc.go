@@ -31,8 +31,15 @@
 //     Config.MaxInflightQoS2 (the broker's receive quota for QoS 2).
 //   - A bounded outbox applies its overflow policy visibly: an error to the
 //     caller, or a drop that is counted (Stats) and reported (Hooks.OnDrop).
-//   - Inbound: a handler's message is acknowledged only after the handler
-//     returned nil.
+//   - Inbound: a QoS 1/2 message is acknowledged only when its handling
+//     ended: every handler whose filter matches it accepted it, or, refused
+//     after Config.HandlerRetries, it went to Config.DeadLetter. A message
+//     no subscription matches goes to Config.DefaultHandler, or is
+//     acknowledged and counted (Stats.Unrouted): none is left
+//     unacknowledged to hold the broker's window.
+//   - Subscribe and Unsubscribe are kept until the broker acknowledged
+//     them: made offline they are sent on the next connection, and a
+//     failed one is sent again.
 //
 // # Caveats
 //

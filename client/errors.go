@@ -59,4 +59,12 @@ var (
 	// not authorised, identifier rejected). errors.Is also matches the
 	// broker's refusal. Fix the configuration and start a new client.
 	ErrStopped = errors.New("holdfast: connection supervisor stopped")
+
+	// ErrSubscriptionRefused is returned by Subscribe (and is the error of
+	// an adapter's subscribe token) when the broker refused the filter: its
+	// SUBACK carried the failure code 0x80 (not authorised, a filter it does
+	// not support, ...). The subscription and its handler were removed;
+	// retrying the same filter gets the same answer until the broker's
+	// configuration changes.
+	ErrSubscriptionRefused = errors.New("holdfast: subscription refused by the broker")
 )
