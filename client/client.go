@@ -413,6 +413,7 @@ type Stats struct {
 	QueuedBytes int64         // their size
 	OldestAge   time.Duration // age of the oldest queued message; 0 when empty
 	Inflight    int           // sent, not yet acknowledged
+	Pending     int           // PublishAsync messages handed over, not yet durable (at most Config.MaxPending)
 	Accepted    uint64        // Publish calls that returned nil (QoS 1/2 and queued QoS 0)
 	Sent        uint64        // messages handed to the network (first sends)
 	Resent      uint64        // PUBLISH packets written again with DUP (resume)
@@ -442,6 +443,7 @@ func (c *Client) Stats() Stats {
 		Queued:      qs.Len,
 		QueuedBytes: qs.Bytes,
 		Inflight:    inflight,
+		Pending:     len(c.pending),
 		Accepted:    c.stats.accepted.Load(),
 		Sent:        c.stats.sent.Load(),
 		Resent:      c.stats.resent.Load(),

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"fmt"
 )
 
 // PublishAsync accepts a message like Publish, without waiting for it to
@@ -44,4 +46,61 @@ func (c *Client) PublishAsync(ctx context.Context, topic string, payload []byte,
 		return nil, err
 	}
 	return r, nil
+}
+
+// Outgoing is one message of a PublishBatch.
+type Outgoing struct {
+	Topic   string
+	Payload []byte
+	Options PublishOptions
+}
+
+// PublishBatch accepts msgs in order and returns once all of them are
+// durable: the outbox commits them together (one fsync for the batch, or
+// a few for a batch larger than a commit). Every message is validated
+// before any is handed over, so bad input accepts nothing. receipts[i]
+// belongs to msgs[i]; a message whose commit failed has a nil receipt and
+// its error is in err (errors.Join of each failure). QoS 0 messages follow
+// Config.QoS0 as in Publish.
+//
+// Errors at the call (nothing accepted): the context's error,
+// ErrInvalidTopic, ErrInvalidQoS, ErrPayloadTooLarge (wrapped with the
+// index of the first bad message), ErrClosed. Later ones (the messages
+// before were accepted): ErrOutboxFull, ErrNotConnected, outbox errors.
+func (c *Client) PublishBatch(ctx context.Context, msgs []Outgoing) ([]*Receipt, error) {
+	for i, m := range msgs {
+		if err := c.check(ctx, m.Topic, m.Payload, m.Options); err != nil {
+			return nil, fmt.Errorf("message %d: %w", i, err)
+		}
+	}
+	rs := make([]*Receipt, len(msgs))
+	for i, m := range msgs {
+		r, err := c.PublishAsync(ctx, m.Topic, m.Payload, m.Options)
+		if err != nil {
+			c.awaitDurable(rs[:i])
+			return rs[:i], fmt.Errorf("message %d: %w", i, err)
+		}
+		rs[i] = r
+	}
+	return rs, c.awaitDurable(rs)
+}
+
+// awaitDurable waits until every receipt is durable or failed (a commit is
+// bounded, so this does not take ctx), replaces failed ones with nil and
+// returns their errors.
+func (c *Client) awaitDurable(rs []*Receipt) error {
+	var errs []error
+	for i, r := range rs {
+		if r == nil {
+			continue
+		}
+		<-r.Durable()
+		if r.Seq() == 0 && r.isFinished() {
+			if err := r.Err(); err != nil {
+				errs = append(errs, fmt.Errorf("message %d: %w", i, err))
+				rs[i] = nil
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/holdfast-mqtt/holdfast/client"
 	"github.com/holdfast-mqtt/holdfast/internal/testbroker"
 	"github.com/holdfast-mqtt/holdfast/internal/testsub"
+	"github.com/holdfast-mqtt/holdfast/outbox"
 )
 
 // TestPublishAsyncInOrderUnderCuts: one publishing loop hands messages over
@@ -111,5 +113,109 @@ func waitAll(t *testing.T, sub *testsub.Subscriber, topic string, n uint64) test
 		case <-time.After(stall):
 			t.Fatalf("subscriber: nothing new for %v; %d of %d missing (first %v)", stall, len(rep.Lost), n, head(rep.Lost))
 		}
+	}
+}
+
+// TestPublishBatchOneCommit: a batch is validated as a whole (bad input
+// accepts nothing), then committed together, durable when the call returns,
+// and delivered in order.
+func TestPublishBatchOneCommit(t *testing.T) {
+	m, _ := rig(t, testbroker.MosquittoOptions{})
+	sub := subscriber(t, m, "batch/t")
+	c := newClient(t, client.Config{Brokers: []string{m.URL()}, OutboxDir: t.TempDir()})
+	ctx := context.Background()
+	bad := []client.Outgoing{{Topic: "batch/t", Payload: payload(1), Options: client.QoS1}, {Topic: "batch/#", Payload: payload(2), Options: client.QoS1}}
+	if _, err := c.PublishBatch(ctx, bad); !errors.Is(err, client.ErrInvalidTopic) {
+		t.Fatalf("batch with a bad topic: %v, want ErrInvalidTopic", err)
+	}
+	if st := c.Stats(); st.Accepted != 0 || st.Queued != 0 {
+		t.Fatalf("a refused batch accepted something: %+v", st)
+	}
+	const n = 2000
+	msgs := make([]client.Outgoing, n)
+	for i := range msgs {
+		msgs[i] = client.Outgoing{Topic: "batch/t", Payload: payload(uint64(i + 1)), Options: client.PublishOptions{QoS: byte(1 + i%2)}}
+	}
+	rs, err := c.PublishBatch(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i, r := range rs {
+		select {
+		case <-r.Durable():
+		default:
+			t.Fatalf("message %d not durable when PublishBatch returned", i+1)
+		}
+		if r.Seq() <= last {
+			t.Fatalf("message %d seq %d after %d", i+1, r.Seq(), last)
+		}
+		last = r.Seq()
+	}
+	if st := c.Stats(); st.Accepted != n {
+		t.Fatalf("accepted %d of %d", st.Accepted, n)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := c.Flush(fctx); err != nil {
+		t.Fatalf("Flush: %v (%+v)", err, c.Stats())
+	}
+	requireClean(t, "batch", waitAll(t, sub, "batch/t", n), false)
+}
+
+// stalledQueue holds AppendAsync commits until release is closed.
+type stalledQueue struct {
+	*outbox.Memory
+	release chan struct{}
+}
+
+func (q *stalledQueue) AppendAsync(ctx context.Context, r *outbox.Record, done func(uint64, error)) error {
+	rec := *r
+	go func() {
+		<-q.release
+		_ = q.Memory.AppendAsync(context.Background(), &rec, done)
+	}()
+	return nil
+}
+
+// TestPublishAsyncBackpressure: a producer far faster than the outbox's
+// commits never has more than MaxPending messages handed over and not yet
+// durable: the next call waits, and ends with its ctx.
+func TestPublishAsyncBackpressure(t *testing.T) {
+	const maxPending = 8
+	q := &stalledQueue{Memory: outbox.NewMemory(outbox.Options{}), release: make(chan struct{})}
+	t.Cleanup(func() { _ = q.Close() }) // after the client's Close (cleanups run last first)
+	c := newClient(t, client.Config{
+		Brokers:    []string{"tcp://127.0.0.1:1"}, // nothing to send to: only the commits matter
+		ClientID:   "bp",
+		Outbox:     q,
+		MaxPending: maxPending,
+	})
+	ctx := context.Background()
+	var rs []*client.Receipt
+	for i := uint64(1); i <= maxPending; i++ {
+		r, err := c.PublishAsync(ctx, "bp/t", payload(i), client.QoS1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	if st := c.Stats(); st.Pending != maxPending || st.Accepted != 0 {
+		t.Fatalf("with commits stalled: %+v", st)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.PublishAsync(short, "bp/t", payload(99), client.QoS1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("PublishAsync past MaxPending: %v, want it to wait for its ctx", err)
+	}
+	close(q.release)
+	for i, r := range rs {
+		waitProgress(t, c, r.Durable(), fmt.Sprintf("message %d durable", i+1))
+	}
+	if _, err := c.PublishAsync(ctx, "bp/t", payload(9), client.QoS1); err != nil {
+		t.Fatalf("after the commits: %v", err)
+	}
+	if st := c.Stats(); st.Accepted < maxPending || q.Stats().Appended < maxPending {
+		t.Fatalf("after release: %+v", st)
 	}
 }
