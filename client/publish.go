@@ -21,6 +21,10 @@ type PublishOptions struct {
 	// still unsent this long after Publish accepted it. Zero means
 	// Config.TTL.
 	TTL time.Duration
+	// Marker, when not nil, is the application's position for this message
+	// (a source offset, at most outbox.MaxMarker bytes), committed with it:
+	// after a restart, ResumePoint returns the last one accepted.
+	Marker []byte
 }
 
 // QoS1 and QoS2 are shorthands for the common options.
@@ -269,6 +273,9 @@ func (c *Client) check(ctx context.Context, topic string, payload []byte, opts P
 	if opts.TTL < 0 {
 		return fmt.Errorf("%w: negative TTL", ErrInvalidConfig)
 	}
+	if len(opts.Marker) > outbox.MaxMarker {
+		return fmt.Errorf("%w: marker of %d bytes (max %d)", ErrInvalidConfig, len(opts.Marker), outbox.MaxMarker)
+	}
 	if c.closing.Load() {
 		return ErrClosed
 	}
@@ -285,6 +292,7 @@ func newRecord(topic string, payload []byte, opts PublishOptions) outbox.Record 
 	if opts.TTL > 0 {
 		rec.Expires = time.Now().Add(opts.TTL)
 	}
+	rec.Marker = opts.Marker
 	return rec
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/holdfast-mqtt/holdfast/outbox"
 )
 
 // PublishAsync accepts a message like Publish, without waiting for it to
@@ -103,4 +105,18 @@ func (c *Client) awaitDurable(rs []*Receipt) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ResumePoint returns the outbox sequence and the PublishOptions.Marker of
+// the last message accepted with a marker: durable with that message, kept
+// after it was delivered and removed, and across restarts of a durable
+// outbox. A producer restarted after a crash asks it, and continues right
+// after the marker: it publishes nothing twice and skips nothing accepted.
+// It returns 0 and nil when no message carried a marker, or when the
+// outbox (Config.Outbox) does not keep one (outbox.Resumer).
+func (c *Client) ResumePoint() (seq uint64, marker []byte) {
+	if r, ok := c.q.(outbox.Resumer); ok {
+		return r.ResumePoint()
+	}
+	return 0, nil
 }

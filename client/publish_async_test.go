@@ -219,3 +219,44 @@ func TestPublishAsyncBackpressure(t *testing.T) {
 		t.Fatalf("after release: %+v", st)
 	}
 }
+
+// TestResumePointAcrossRestart: a producer that records its source offset
+// as the marker finds, after a restart on the same outbox, the last one
+// accepted, and continues right after it.
+func TestResumePointAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := client.Config{Brokers: []string{"tcp://127.0.0.1:1"}, ClientID: "rp", OutboxDir: dir}
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := uint64(1); i <= 50; i++ {
+		pub := c.PublishAsync
+		if i%2 == 0 {
+			pub = c.Publish
+		}
+		if _, err := pub(ctx, "rp/t", payload(i), client.PublishOptions{QoS: 1, Marker: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Publish(ctx, "rp/t", payload(0), client.PublishOptions{QoS: 1, Marker: make([]byte, outbox.MaxMarker+1)}); !errors.Is(err, client.ErrInvalidConfig) {
+		t.Fatalf("oversized marker: %v", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_ = c.Close(short) // not drained: the broker is unreachable
+	c, err = client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		_ = c.Close(ctx)
+	}()
+	seq, marker := c.ResumePoint()
+	if string(marker) != "50" || seq != 50 { // a fresh outbox numbers from 1
+		t.Fatalf("resume point after restart: seq %d marker %q, want marker 50", seq, marker)
+	}
+}

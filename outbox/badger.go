@@ -103,9 +103,10 @@ type writeReq struct {
 	packetID uint16
 	phase    Phase
 
-	jpos     int64 // append: where its value is in the journal
-	skip     bool  // state: nothing to write (record gone, or already queued)
-	delState bool  // state: PhaseQueued, delete the stored state
+	jpos     int64  // append: where its value is in the journal
+	skip     bool   // state: nothing to write (record gone, or already queued)
+	delState bool   // state: PhaseQueued, delete the stored state
+	marker   []byte // append: Record.Marker (nil: none)
 	err      error
 	done     chan struct{}               // closed when complete; nil for AppendAsync
 	cb       func(seq uint64, err error) // AppendAsync: called when complete
@@ -277,6 +278,19 @@ func (b *Badger) load() error {
 				return err
 			}
 		}
+		if item, err := txn.Get(metaMarkerKey); err == nil {
+			if err := item.Value(func(v []byte) error {
+				if len(v) < 8 {
+					return fmt.Errorf("bad resume point of %d bytes", len(v))
+				}
+				b.markSeq, b.mark = binary.BigEndian.Uint64(v), append([]byte{}, v[8:]...)
+				return nil
+			}); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
 		if err := b.loadIndex(metaNext); err != nil {
 			return err
 		}
@@ -408,11 +422,12 @@ func (b *Badger) Append(ctx context.Context, r *Record) (uint64, error) {
 		return 0, err
 	}
 	req := &writeReq{
-		value: appendRecord(make([]byte, 0, size), &rec),
-		size:  uint32(size),
-		enq:   rec.Enqueued,
-		exp:   rec.Expires,
-		done:  make(chan struct{}),
+		value:  appendRecord(make([]byte, 0, size), &rec),
+		size:   uint32(size),
+		enq:    rec.Enqueued,
+		exp:    rec.Expires,
+		marker: cloneMarker(rec.Marker),
+		done:   make(chan struct{}),
 	}
 	// The reservation holds an op, so the committer runs until this returns.
 	b.reqs <- req
@@ -438,11 +453,12 @@ func (b *Badger) AppendAsync(ctx context.Context, r *Record, done func(seq uint6
 	}
 	// The reservation holds an op until the committer completes it.
 	b.reqs <- &writeReq{
-		value: appendRecord(make([]byte, 0, size), &rec),
-		size:  uint32(size),
-		enq:   rec.Enqueued,
-		exp:   rec.Expires,
-		cb:    done,
+		value:  appendRecord(make([]byte, 0, size), &rec),
+		size:   uint32(size),
+		enq:    rec.Enqueued,
+		exp:    rec.Expires,
+		marker: cloneMarker(rec.Marker),
+		cb:     done,
 	}
 	return nil
 }
@@ -884,6 +900,15 @@ func (b *Badger) checkpoint() error {
 	}
 	if b.nextSeq != b.metaSeq {
 		if err := txn.Set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq)); err != nil {
+			return err
+		}
+	}
+	b.mu.Lock()
+	markSeq, mark := b.markSeq, b.mark
+	b.mu.Unlock()
+	if markSeq != 0 {
+		// The journal's frames that set it are about to be discarded.
+		if err := txn.Set(metaMarkerKey, encodeMarker(markSeq, mark)); err != nil {
 			return err
 		}
 	}

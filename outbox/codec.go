@@ -75,6 +75,9 @@ func checkRecord(r *Record) error {
 	if r.QoS > 2 {
 		return fmt.Errorf("%w: QoS %d", ErrInvalidRecord, r.QoS)
 	}
+	if len(r.Marker) > MaxMarker {
+		return fmt.Errorf("%w: marker of %d bytes (max %d)", ErrInvalidRecord, len(r.Marker), MaxMarker)
+	}
 	if len(r.Topic) > maxTopicLen {
 		return fmt.Errorf("%w: topic of %d bytes", ErrInvalidRecord, len(r.Topic))
 	}

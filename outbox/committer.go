@@ -353,6 +353,12 @@ func (b *Badger) finish(it *result) {
 		if len(appends) > 0 || len(states) > 0 || len(dels) > 0 {
 			b.commits++
 		}
+		for i := len(appends) - 1; i >= 0; i-- {
+			if r := appends[i]; r.marker != nil {
+				b.markSeq, b.mark = r.seq, r.marker
+				break
+			}
+		}
 		for _, r := range appends {
 			switch {
 			case b.jr == nil:
@@ -451,6 +457,12 @@ func (b *Badger) write(appends, states []*writeReq, dels []delItem) error {
 	if len(appends) > 0 {
 		set(metaNextSeqKey, binary.BigEndian.AppendUint64(nil, b.nextSeq), jr == nil || !b.writeBack)
 	}
+	for i := len(appends) - 1; i >= 0; i-- {
+		if r := appends[i]; r.marker != nil {
+			set(metaMarkerKey, encodeMarker(r.seq, r.marker), jr == nil || !b.writeBack)
+			break
+		}
+	}
 	synced := len(appends) > 0
 	for _, r := range states {
 		switch {
@@ -516,6 +528,9 @@ func frameBound(appends, states []*writeReq, dels []delItem) int {
 	n := setOpLen(len(metaNextSeqKey), 8)
 	for _, r := range appends {
 		n += setOpLen(recordKeyLen, len(r.value))
+		if r.marker != nil {
+			n += setOpLen(len(metaMarkerKey), 8+len(r.marker))
+		}
 	}
 	n += len(states) * setOpLen(9, stateLen)
 	for _, d := range dels {

@@ -832,6 +832,45 @@ var conformanceCases = []conformanceCase{
 			t.Fatalf("invalid record: %v", err)
 		}
 	}},
+	{name: "ResumePoint", run: func(t *testing.T, h *harness) {
+		q := h.open(Options{})
+		rp := q.(Resumer)
+		if seq, m := rp.ResumePoint(); seq != 0 || m != nil {
+			t.Fatalf("empty queue: resume point %d %q", seq, m)
+		}
+		a := mustAppend(t, q, &Record{Topic: "t", Marker: []byte("offset-1")})
+		mustAppend(t, q, &Record{Topic: "t"}) // no marker: the point stays
+		var async uint64
+		done := make(chan struct{})
+		if err := q.(AsyncAppender).AppendAsync(context.Background(), &Record{Topic: "t", Marker: []byte("offset-3")}, func(s uint64, err error) {
+			async = s
+			close(done)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		eventually(t, 5*time.Second, func() bool { s, _ := rp.ResumePoint(); return s == async }, "resume point after the async append")
+		if _, err := q.Append(context.Background(), &Record{Topic: "t", Marker: make([]byte, MaxMarker+1)}); !errors.Is(err, ErrInvalidRecord) {
+			t.Fatalf("marker over MaxMarker: %v", err)
+		}
+		// The point outlives the record's removal, and (durable queues) a reopen.
+		if err := q.Remove(seqsOf(readAll(t, q))...); err != nil {
+			t.Fatal(err)
+		}
+		if seq, m := rp.ResumePoint(); seq != async || string(m) != "offset-3" {
+			t.Fatalf("after removal: %d %q, want %d offset-3 (the first was %d)", seq, m, async, a)
+		}
+		if !h.im.persistent {
+			return
+		}
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
+		}
+		q2 := h.open(Options{})
+		if seq, m := q2.(Resumer).ResumePoint(); seq != async || string(m) != "offset-3" {
+			t.Fatalf("after reopen: %d %q, want %d offset-3", seq, m, async)
+		}
+	}},
 	{name: "ClaimedNeitherExpiresNorDrops", run: func(t *testing.T, h *harness) {
 		log := &dropLog{}
 		q := h.open(Options{MaxRecords: 3, Overflow: OverflowDropOldest, OnDrop: log.onDrop})

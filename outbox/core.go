@@ -55,6 +55,9 @@ type core struct {
 	pendingBytes int64
 	bytes        int64 // sum of sizes in idx
 	lastSeq      uint64
+	// markSeq, mark: the resume point (Resumer), as committed.
+	markSeq uint64
+	mark    []byte
 	// oldest is the Enqueued of record oldestSeq; valid while oldestSeq == idx.first.
 	oldest    time.Time
 	oldestSeq uint64
@@ -322,6 +325,13 @@ func (c *core) remove(seqs []uint64) error {
 	return nil
 }
 
+// ResumePoint implements Resumer.
+func (c *core) ResumePoint() (uint64, []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.markSeq, append([]byte(nil), c.mark...)
+}
+
 // Claim implements Queue.Claim.
 func (c *core) Claim(seq uint64) error {
 	c.mu.Lock()
@@ -535,4 +545,12 @@ func (c *core) stats() Stats {
 	}
 	c.mu.Unlock()
 	return s
+}
+
+// cloneMarker copies a marker, keeping nil (no marker) apart from empty.
+func cloneMarker(m []byte) []byte {
+	if m == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(m)), m...)
 }

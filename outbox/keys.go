@@ -10,6 +10,7 @@ import "encoding/binary"
 //	's' seq(8)          in-flight state; value: encodeState
 //	'q' seq(8)          quarantined record (raw bytes as found)
 //	"m/nextseq"         next sequence to assign (uint64), so sequences never go back
+//	"m/marker"          resume point: seq(8) and the marker of the last record appended with one
 const (
 	prefixRecord     = 'r'
 	prefixState      = 's'
@@ -17,7 +18,14 @@ const (
 	recordKeyLen     = 13
 )
 
-var metaNextSeqKey = []byte("m/nextseq")
+var (
+	metaNextSeqKey = []byte("m/nextseq")
+	metaMarkerKey  = []byte("m/marker")
+)
+
+func encodeMarker(seq uint64, marker []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(marker)), seq), marker...)
+}
 
 func recordKey(seq uint64, size uint32) []byte {
 	k := make([]byte, recordKeyLen)

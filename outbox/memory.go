@@ -43,24 +43,10 @@ func CheckOptions(opts Options) error {
 // Append implements Queue.Append. Errors: ErrClosed, ErrFull, ErrTooLarge,
 // ErrInvalidRecord, ctx.Err() (OverflowBlock).
 func (m *Memory) Append(ctx context.Context, r *Record) (uint64, error) {
-	rec := *r
-	size, err := m.prepare(&rec, time.Now())
-	if err != nil {
+	var seq uint64
+	if err := m.AppendAsync(ctx, r, func(s uint64, _ error) { seq = s }); err != nil {
 		return 0, err
 	}
-	if err := m.admit(ctx, int64(size)); err != nil {
-		return 0, err
-	}
-	enc := appendRecord(make([]byte, 0, size), &rec)
-	m.appendMu.Lock()
-	defer m.appendMu.Unlock()
-	m.mu.Lock()
-	seq := m.nextSeq
-	m.nextSeq++
-	m.recs[seq] = enc
-	m.committedLocked(seq, uint32(size), rec.Enqueued, rec.Expires)
-	m.mu.Unlock()
-	m.notify()
 	r.Seq = seq
 	return seq, nil
 }
@@ -91,6 +77,9 @@ func (m *Memory) AppendAsync(ctx context.Context, r *Record, done func(seq uint6
 	m.mu.Lock()
 	m.recs[seq] = enc
 	m.committedLocked(seq, uint32(size), rec.Enqueued, rec.Expires)
+	if rec.Marker != nil {
+		m.markSeq, m.mark = seq, cloneMarker(rec.Marker)
+	}
 	m.mu.Unlock()
 	m.notify()
 	return nil

@@ -27,6 +27,12 @@ type Record struct {
 	// DefaultTTL > 0, else the record never expires. Only PhaseQueued records
 	// expire.
 	Expires time.Time
+	// Marker is the application's position for this record (a source
+	// offset, a file name and line...), at most MaxMarker bytes. It is not
+	// stored with the record: the queue keeps the marker of the last record
+	// appended with one, in the same commit, and ResumePoint returns it even
+	// after that record was removed (see Resumer). Read returns nil.
+	Marker []byte
 	// PacketID is in-flight state written by SetState (Append ignores it).
 	PacketID uint16
 	// Phase is in-flight state written by SetState (Append ignores it and
@@ -177,7 +183,22 @@ type AsyncAppender interface {
 	AppendAsync(ctx context.Context, r *Record, done func(seq uint64, err error)) error
 }
 
+// MaxMarker is the largest Record.Marker.
+const MaxMarker = 1024
+
+// Resumer is implemented by queues that keep a producer's resume point.
+type Resumer interface {
+	// ResumePoint returns the sequence and the marker of the last record
+	// appended with a non-nil Marker, as durable as that record (it
+	// survives restarts, and the record's removal); 0 and nil if none.
+	// A producer restarted after a crash continues right after it, so it
+	// publishes nothing twice and skips nothing that was accepted.
+	ResumePoint() (seq uint64, marker []byte)
+}
+
 var (
+	_ Resumer       = (*Badger)(nil)
+	_ Resumer       = (*Memory)(nil)
 	_ AsyncAppender = (*Badger)(nil)
 	_ AsyncAppender = (*Memory)(nil)
 	_ Queue         = (*Badger)(nil)
