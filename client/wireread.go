@@ -19,6 +19,8 @@ const (
 	scanLength
 	scanBody
 	ptypePubrec = 5
+
+	maxLengthMult = 1 << 28 // mult after the 4 bytes a remaining length may take
 )
 
 // scan consumes b and appends the identifiers of the PUBRECs completed in
@@ -36,7 +38,10 @@ func (s *pubrecScanner) scan(b []byte, ids []uint16) []uint16 {
 			i++
 			s.remain += int(c&0x7f) * s.mult
 			s.mult *= 128
-			if c&0x80 == 0 {
+			// The length ends after 4 bytes even with a continuation bit,
+			// as in paho's reader: the scanner must frame packets exactly
+			// as paho does, and a longer length would overflow remain.
+			if c&0x80 == 0 || s.mult == maxLengthMult {
 				s.state = scanBody
 				if s.remain == 0 {
 					s.state = scanHeader
