@@ -113,14 +113,8 @@ func TestBacklogOver65535BuiltWhileBrokerDown(t *testing.T) {
 		t.Fatalf("before the broker is reachable: %+v", st)
 	}
 	p.SetRefuse(false)
-	fctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	if err := c.Flush(fctx); err != nil {
-		t.Fatalf("Flush: %v (stats %+v)", err, c.Stats())
-	}
-	if !sub.WaitCount("backlog/t", n, time.Minute) {
-		t.Fatalf("subscriber got %d of %d", sub.Count("backlog/t"), n)
-	}
+	flushWithProgress(t, c, stall)
+	waitArrivals(t, sub, "backlog/t", n, stall)
 	requireClean(t, "backlog", testsub.Check(seqs(1, n), sub.Arrivals("backlog/t")), true)
 }
 
@@ -159,13 +153,10 @@ func TestQoS2ExactlyOnceInOrderUnderCuts(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	fctx, fcancel := context.WithTimeout(context.Background(), time.Minute)
-	defer fcancel()
-	if err := c.Flush(fctx); err != nil {
-		t.Fatalf("Flush: %v (stats %+v)", err, c.Stats())
-	}
-	sub.WaitCount("cuts/q2", n, 30*time.Second)
-	sub.WaitCount("cuts/q1", n, 30*time.Second)
+	flushWithProgress(t, c, stall)
+	// What is missing after these is reported below as lost.
+	sub.WaitProgress("cuts/q2", n, stall)
+	sub.WaitProgress("cuts/q1", n, stall)
 	st := c.Stats()
 	rep2 := testsub.Check(seqs(1, n), sub.Arrivals("cuts/q2"))
 	rep1 := testsub.Check(seqs(1, n), sub.Arrivals("cuts/q1"))
@@ -192,12 +183,8 @@ func TestQoS2WindowStaysWithinBrokerQuota(t *testing.T) {
 		}
 	}
 	p.SetRefuse(false)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := c.Flush(ctx); err != nil {
-		t.Fatalf("Flush: %v", err)
-	}
-	sub.WaitCount("quota/t", n, 20*time.Second)
+	flushWithProgress(t, c, stall)
+	sub.WaitProgress("quota/t", n, stall) // what is missing is reported below as lost
 	requireClean(t, "QoS 2 burst", testsub.Check(seqs(1, n), sub.Arrivals("quota/t")), false)
 }
 
@@ -350,12 +337,8 @@ func TestUndeliveredSurvivesCloseAndReopen(t *testing.T) {
 	}
 	p.SetRefuse(false)
 	c2 := newClient(t, cfg)
-	fctx, fcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer fcancel()
-	if err := c2.Flush(fctx); err != nil {
-		t.Fatal(err)
-	}
-	sub.WaitCount("reopen/t", n, 10*time.Second)
+	flushWithProgress(t, c2, stall)
+	sub.WaitProgress("reopen/t", n, stall) // what is missing is reported below as lost
 	requireClean(t, "reopen", testsub.Check(seqs(1, n), sub.Arrivals("reopen/t")), true)
 }
 

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -153,6 +154,35 @@ func TestPubrecScannerSplitsAnywhere(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPubrecScannerReadsLengthLikePaho: paho reads at most 4 bytes of
+// remaining length and ignores a fourth continuation bit. The scanner must
+// frame the stream the same way, and must not fail on a longer length (a
+// broken or hostile peer): it used to overflow and index out of range,
+// which took the process down from paho's reader goroutine.
+func TestPubrecScannerReadsLengthLikePaho(t *testing.T) {
+	// A PINGRESP whose length takes 4 bytes, all with the continuation bit
+	// (paho: length 0), then a PUBREC for 7.
+	stream := []byte{0xd0, 0x80, 0x80, 0x80, 0x80, 0x50, 0x02, 0x00, 0x07}
+	r := bytes.NewReader(stream)
+	var want []uint16
+	for {
+		cp, err := packets.ReadPacket(r)
+		if err != nil {
+			break
+		}
+		if p, ok := cp.(*packets.PubrecPacket); ok {
+			want = append(want, p.MessageID)
+		}
+	}
+	var s pubrecScanner
+	if got := s.scan(stream, nil); !slices.Equal(got, want) || len(want) != 1 {
+		t.Fatalf("scanner found %v, paho %v", got, want)
+	}
+	// Ten length bytes: more than an int can hold at 7 bits each.
+	var s2 pubrecScanner
+	s2.scan([]byte{0x50, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0x02, 0x00, 0x01}, nil)
 }
 
 // TestInboundQoS2DedupSurvivesResume: paho's resume deletes stored inbound

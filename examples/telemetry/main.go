@@ -10,9 +10,11 @@
 //	go run ./examples/telemetry -broker tcp://127.0.0.1:1883 -qos 2 -count 1000 -rate 0
 //
 // The payload of message N begins with the decimal N and a space. SIGINT or
-// SIGTERM closes it cleanly; what was accepted and not yet acknowledged stays
-// in the outbox and is sent by the next run with the same -outbox and
-// -client-id.
+// SIGTERM closes it cleanly, at any -rate: it stops publishing, waits up to
+// 5s for the broker's acknowledgements, and exits 0; what was accepted and
+// not yet acknowledged stays in the outbox and is sent by the next run with
+// the same -outbox and -client-id. A second signal exits at once, with status
+// 130 (SIGINT) or 143 (SIGTERM); the outbox keeps every accepted message.
 package main
 
 import (
@@ -59,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupts(stderr)
 	defer stop()
 
 	logLevel := slog.LevelWarn
@@ -121,6 +123,9 @@ func publish(ctx context.Context, c *client.Client, stdout, stderr io.Writer, to
 	}
 	buf := make([]byte, 0, max(size, 24))
 	for n := start; count == 0 || n < start+count; n++ {
+		if ctx.Err() != nil { // at -rate 0 nothing else would notice a signal
+			return closeOnSignal(ctx, ctx.Err(), stderr)
+		}
 		if tick != nil {
 			select {
 			case <-tick:
@@ -140,6 +145,47 @@ func publish(ctx context.Context, c *client.Client, stdout, stderr io.Writer, to
 		fmt.Fprintf(stdout, "accepted %d\n", n)
 	}
 	return 0
+}
+
+// interrupts returns a context cancelled by the first SIGINT or SIGTERM, for
+// a clean shutdown. A second signal ends the process at once with status
+// 128+signal (130 or 143), without waiting for the shutdown. stop releases
+// the signals and the goroutine that counts them.
+func interrupts(stderr io.Writer) (ctx context.Context, stop func()) {
+	ctx, stopNotify := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Every signal comes here too, from the start, so none can slip between
+	// the first and the second: the first is the one that cancelled ctx.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for first := true; ; first = false {
+			var sig os.Signal
+			select {
+			case sig = <-sigs:
+			case <-done:
+				return
+			}
+			if first {
+				fmt.Fprintln(stderr, "telemetry: stopping; a second signal exits at once")
+				continue
+			}
+			fmt.Fprintln(stderr, "telemetry: second signal, exiting at once")
+			code := 128 + int(syscall.SIGTERM)
+			if sig == os.Interrupt {
+				code = 128 + int(syscall.SIGINT)
+			}
+			os.Exit(code)
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		stopNotify()
+		close(done)
+		<-exited
+	}
 }
 
 // closeOnSignal turns an interruption into a clean exit and anything else

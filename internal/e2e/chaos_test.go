@@ -21,7 +21,8 @@ const (
 	laneKeepAlive   = 2 * time.Second  // publishers' keepalive: black holes are noticed in about 3s
 	finalCount      = 300              // messages published by each lane's final run
 	finalTimeout    = 60 * time.Second // for a final run to drain and exit
-	deliveryTimeout = 60 * time.Second // after the final runs, for every accepted number to arrive
+	deliveryStalled = 60 * time.Second // after the final runs: nothing arrived for this long ends the wait
+	deliveryMaxWait = 10 * time.Minute // safety bound of that wait while arrivals keep coming
 	quietPeriod     = 5 * time.Second  // a child whose losses are only reported: arrivals have stopped
 	settlePeriod    = time.Second      // no arrival for this long: late duplicates are in
 	settleTimeout   = 10 * time.Second
@@ -137,7 +138,8 @@ func newRig(t *testing.T, c child) *rig {
 	// with a window of 1). Unlimited, nothing is queued and the subscriber
 	// sees the broker's receive order. The publishers' QoS 2 window stays
 	// at Holdfast's default of 20 (the receive quota is tested in client/).
-	r.m = testbroker.StartMosquitto(t, testbroker.MosquittoOptions{Extra: "max_inflight_messages 0\n"})
+	// Debug: lateQoS2Resends reads the broker's per-packet log lines.
+	r.m = testbroker.StartMosquitto(t, testbroker.MosquittoOptions{Extra: "max_inflight_messages 0\n", Debug: true})
 	var err error
 	if r.proxy, err = faultproxy.New(r.m.Addr()); err != nil {
 		t.Fatal(err)
@@ -352,8 +354,8 @@ func finish(lanes []*Lane, run func(*Lane, uint64, time.Duration) error) []error
 
 // waitDelivery waits until every accepted number of every lane has arrived
 // (then a little longer, for late duplicates) and reports whether they all
-// did. It gives up after deliveryTimeout or, unless strict, once nothing
-// has arrived for quietPeriod.
+// did. It gives up once nothing has arrived for deliveryStalled
+// (quietPeriod when not strict): it waits for progress, not for a speed.
 func waitDelivery(sub *Subscriber, lanes []*Lane, strict bool) bool {
 	complete := func() bool {
 		for i, s := range laneSpecs {
@@ -363,8 +365,12 @@ func waitDelivery(sub *Subscriber, lanes []*Lane, strict bool) bool {
 		}
 		return true
 	}
-	all := poll(deliveryTimeout, func() bool {
-		return complete() || (!strict && time.Since(sub.Last()) > quietPeriod)
+	stalled := deliveryStalled
+	if !strict {
+		stalled = quietPeriod
+	}
+	all := poll(deliveryMaxWait, func() bool {
+		return complete() || time.Since(sub.Last()) > stalled
 	}) && complete()
 	poll(settleTimeout, func() bool { return time.Since(sub.Last()) > settlePeriod })
 	return all

@@ -59,6 +59,9 @@ func New(opts Options) (*Broker, error) {
 	if opts.Port < 0 || opts.Port > 65535 {
 		return nil, fmt.Errorf("%w: port %d", ErrInvalidOptions, opts.Port)
 	}
+	if opts.Quiet && opts.Debug {
+		return nil, fmt.Errorf("%w: Quiet and Debug", ErrInvalidOptions)
+	}
 	b := &Broker{opts: opts, path: opts.Binary, dir: opts.Dir, port: opts.Port, log: newLogBuffer()}
 	if b.path == "" {
 		p, ok := Path()
@@ -148,7 +151,7 @@ func (b *Broker) Dir() string { return b.dir }
 // ConfPath returns the path of the generated configuration file.
 func (b *Broker) ConfPath() string { return filepath.Join(b.dir, ConfName) }
 
-// Log returns everything the broker has logged so far (the last 8 MiB),
+// Log returns everything the broker has logged so far (at least the last 8 MiB),
 // across restarts. Each run starts with a line beginning "==== testbroker:".
 func (b *Broker) Log() string { return b.log.String() }
 

@@ -158,3 +158,76 @@ func TestNotInstalled(t *testing.T) {
 		t.Fatalf("New with port -1: %v, want ErrInvalidOptions", err)
 	}
 }
+
+// TestLogTypes checks that only Debug writes Mosquitto's per-packet debug
+// lines, and that the default still logs connections and subscriptions.
+func TestLogTypes(t *testing.T) {
+	need(t)
+	for _, tc := range []struct {
+		name      string
+		o         Options
+		want, not []string
+	}{
+		{"default", Options{}, []string{"log_type information\n", "log_type subscribe\n", "connection_messages true\n"}, []string{"log_type all", "log_type debug"}},
+		{"debug", Options{Debug: true}, []string{"log_type all\n", "connection_messages true\n"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Dir = t.TempDir()
+			b, err := New(tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = b.Close() })
+			conf, err := os.ReadFile(b.ConfPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(conf), w) {
+					t.Errorf("config lacks %q:\n%s", w, conf)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(string(conf), n) {
+					t.Errorf("config has %q:\n%s", n, conf)
+				}
+			}
+		})
+	}
+	if _, err := New(Options{Quiet: true, Debug: true}); !errors.Is(err, ErrInvalidOptions) {
+		t.Fatalf("New with Quiet and Debug: %v, want ErrInvalidOptions", err)
+	}
+}
+
+// TestLogBufferKeepsTheTail writes well past the bound and checks that the
+// buffer keeps at least the last maxLogBytes, no more than trimSlack over,
+// and that absolute offsets still find the right bytes.
+func TestLogBufferKeepsTheTail(t *testing.T) {
+	l := newLogBuffer()
+	line := []byte(strings.Repeat("x", 99) + "\n")
+	var mark int64
+	for i := 0; l.offset() < 3*maxLogBytes; i++ {
+		if i == 100_000 {
+			mark = l.offset()
+			if _, err := l.Write([]byte("mark\n")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := l.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := len(l.String())
+	if n < maxLogBytes || n > maxLogBytes+trimSlack {
+		t.Fatalf("kept %d bytes, want %d..%d", n, maxLogBytes, maxLogBytes+trimSlack)
+	}
+	if !strings.HasSuffix(l.String(), string(line)) || l.tail(len(line)) != string(line) {
+		t.Fatal("the tail is not the last write")
+	}
+	if got := l.since(l.offset() - 5); got != string(line[len(line)-5:]) {
+		t.Fatalf("since(offset-5) = %q", got)
+	}
+	if got := l.since(mark); len(got) != n {
+		t.Fatalf("since(an offset already dropped) = %d bytes, want all %d kept", len(got), n)
+	}
+}

@@ -22,8 +22,10 @@
 //     SIGKILL: nothing is saved.
 //   - When the process runs as root, the configuration says "user root", so
 //     Mosquitto does not drop to a user that cannot write the directory.
-//   - Everything the broker logs is kept in memory (the last 8 MiB; see Log
-//     and LogTail). Each run starts with a line beginning "==== testbroker:".
+//   - Everything the broker logs is kept in memory (at least the last 8 MiB;
+//     see Log and LogTail). Each run starts with a line beginning
+//     "==== testbroker:". By default that is everything but the debug line
+//     Mosquitto writes for every packet; Options.Debug adds those.
 //   - On Linux the broker is killed by the kernel if this process dies
 //     without calling Close (Pdeathsig).
 //

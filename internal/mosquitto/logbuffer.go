@@ -4,14 +4,21 @@ import (
 	"sync"
 )
 
-// maxLogBytes bounds the broker log kept in memory; older output is dropped.
-const maxLogBytes = 8 << 20
+// The broker log kept in memory: at least the last maxLogBytes, at most
+// trimSlack more. Older output is dropped in one move once the slack is
+// used up, so a busy broker's log costs a copy per trimSlack bytes written,
+// not per write (a copy of 8 MiB for each line would slow the broker down:
+// it blocks on its stderr while the copy runs).
+const (
+	maxLogBytes = 8 << 20
+	trimSlack   = 2 << 20
+)
 
 // logBuffer collects a child process's output. Offsets are absolute byte
 // counts since creation, so they stay valid when old output is dropped.
 type logBuffer struct {
 	mu    sync.Mutex // guards buf and total
-	buf   []byte     // the most recent output, at most maxLogBytes
+	buf   []byte     // the most recent output, at most maxLogBytes+trimSlack
 	total int64      // bytes ever written
 }
 
@@ -23,8 +30,8 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	l.buf = append(l.buf, p...)
 	l.total += int64(len(p))
-	if over := len(l.buf) - maxLogBytes; over > 0 {
-		l.buf = append(l.buf[:0:0], l.buf[over:]...)
+	if len(l.buf) > maxLogBytes+trimSlack {
+		l.buf = append(l.buf[:0], l.buf[len(l.buf)-maxLogBytes:]...)
 	}
 	return len(p), nil
 }

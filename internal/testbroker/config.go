@@ -20,6 +20,7 @@ func (m *Mosquitto) options(path string, tls *mosquitto.TLS) mosquitto.Options {
 		ACL:                 o.ACL,
 		MaxInflightMessages: o.MaxInflightMessages,
 		MaxQueuedMessages:   o.MaxQueuedMessages,
+		Debug:               o.Debug,
 		Extra:               o.Extra,
 	}
 }

@@ -31,6 +31,12 @@ type MosquittoOptions struct {
 	MaxInflightMessages int
 	// MaxQueuedMessages sets max_queued_messages; 0 means 1,000,000.
 	MaxQueuedMessages int
+	// Debug makes the broker log a line for every packet it sends or
+	// receives (log_type all), for a test that reads them in Log. Without
+	// it the log has everything else (connections, subscriptions, errors):
+	// at thousands of messages per second the debug lines would cost the
+	// broker more than the messages do.
+	Debug bool
 	// Extra is appended verbatim to the generated configuration.
 	Extra string
 }

@@ -153,6 +153,8 @@ func (s *Subscriber) Changed() <-chan struct{} {
 }
 
 // WaitCount waits until at least n messages arrived on topic, or timeout.
+// For many messages prefer WaitProgress, which does not depend on the
+// machine's speed.
 func (s *Subscriber) WaitCount(topic string, n int, timeout time.Duration) bool {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -164,6 +166,33 @@ func (s *Subscriber) WaitCount(topic string, n int, timeout time.Duration) bool 
 		select {
 		case <-ch:
 		case <-deadline.C:
+			return s.Count(topic) >= n
+		}
+	}
+}
+
+// WaitProgress waits until at least n messages arrived on topic for as long
+// as they keep arriving: it gives up only once nothing new has arrived on
+// topic for stall, and reports whether n arrived. It has no bound on the
+// total time, so a slow machine is not taken for a lost message; the test
+// binary's -timeout is the safety net.
+func (s *Subscriber) WaitProgress(topic string, n int, stall time.Duration) bool {
+	last := s.Count(topic)
+	timer := time.NewTimer(stall)
+	defer timer.Stop()
+	for {
+		ch := s.Changed()
+		got := s.Count(topic)
+		if got >= n {
+			return true
+		}
+		if got != last {
+			last = got
+			timer.Reset(stall)
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
 			return s.Count(topic) >= n
 		}
 	}
