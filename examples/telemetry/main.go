@@ -1,8 +1,12 @@
 // Command telemetry is a small device-style publisher built on Holdfast.
 //
 // It publishes sequence-numbered messages through a durable outbox and
-// prints "accepted N" on its own line for each message Publish accepted,
-// then "drained" once the broker acknowledged everything, and exits 0.
+// prints "accepted N" on its own line, in order, for each message once it
+// is durable (up to -pipeline messages are handed over and committing at
+// once), then "drained" once the broker acknowledged everything, and exits
+// 0. Each message records N as its resume point: restarted on the same
+// outbox with -start S at or below the last one accepted (M), it prints
+// "accepted" for S..M without publishing them again and goes on at M+1.
 // Without -broker it starts an embedded broker in-process, so it runs with
 // nothing installed:
 //
@@ -53,11 +57,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	size := fs.Int("size", 64, "payload bytes (at least the sequence number and a space)")
 	keepalive := fs.Duration("keepalive", 30*time.Second, "MQTT keepalive (a black-holed link is noticed after about 1.5x)")
 	verbose := fs.Bool("v", false, "log connection events to stderr")
+	pipeline := fs.Int("pipeline", 1024, "messages handed over and not yet durable at most (1: wait for each, as Publish does)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *qos < 0 || *qos > 2 || *size < 0 || *rate < 0 {
-		fmt.Fprintln(stderr, "telemetry: -qos must be 0..2, -size and -rate non-negative")
+	if *qos < 0 || *qos > 2 || *size < 0 || *rate < 0 || *pipeline < 1 {
+		fmt.Fprintln(stderr, "telemetry: -qos must be 0..2, -size and -rate non-negative, -pipeline at least 1")
 		return 2
 	}
 
@@ -85,19 +90,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	c, err := client.New(client.Config{
-		Brokers:   []string{*broker},
-		ClientID:  *clientID,
-		OutboxDir: *outboxDir,
-		QoS0:      client.QoS0Queue,
-		KeepAlive: *keepalive,
-		Logger:    logger,
+		Brokers:    []string{*broker},
+		ClientID:   *clientID,
+		OutboxDir:  *outboxDir,
+		QoS0:       client.QoS0Queue,
+		KeepAlive:  *keepalive,
+		Logger:     logger,
+		MaxPending: *pipeline,
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "telemetry:", err)
 		return 1
 	}
 
-	code := publish(ctx, c, stdout, stderr, *topic, byte(*qos), *start, *count, *rate, *size)
+	code := publish(ctx, c, stdout, stderr, *topic, byte(*qos), *start, *count, *rate, *size, *pipeline)
 	if code == 0 {
 		if err := c.Flush(ctx); err != nil {
 			code = closeOnSignal(ctx, err, stderr)
@@ -114,15 +120,56 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func publish(ctx context.Context, c *client.Client, stdout, stderr io.Writer, topic string, qos byte, start, count uint64, rate float64, size int) int {
+// publish publishes messages start.. (count of them; 0: until ctx ends)
+// and prints "accepted N", in order, as each becomes durable. Each message
+// carries N as its marker: a run restarted on the same outbox resumes after
+// the last one the outbox accepted (ResumePoint), printing "accepted" for
+// the ones it will not publish again.
+func publish(ctx context.Context, c *client.Client, stdout, stderr io.Writer, topic string, qos byte, start, count uint64, rate float64, size int, pipeline int) int {
+	end := func(n uint64) bool { return count != 0 && n >= start+count }
+	n := start
+	if _, m := c.ResumePoint(); m != nil {
+		if last, err := strconv.ParseUint(string(m), 10, 64); err == nil && last >= start {
+			for ; n <= last && !end(n); n++ {
+				fmt.Fprintf(stdout, "accepted %d\n", n)
+			}
+		}
+	}
 	var tick <-chan time.Time
 	if rate > 0 {
 		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
 		defer t.Stop()
 		tick = t.C
 	}
+	// Handed over, not yet printed: at most pipeline of them wait for
+	// their commit (Config.MaxPending), the rest only for their turn.
+	type handed struct {
+		n uint64
+		r *client.Receipt
+	}
+	var fifo []handed
+	report := func(wait bool) error {
+		for len(fifo) > 0 {
+			h := fifo[0]
+			if !wait {
+				select {
+				case <-h.r.Durable():
+				default:
+					return nil
+				}
+			}
+			<-h.r.Durable() // a commit is bounded
+			if h.r.Seq() == 0 {
+				return h.r.Err()
+			}
+			fmt.Fprintf(stdout, "accepted %d\n", h.n)
+			fifo = fifo[1:]
+		}
+		return nil
+	}
+	defer func() { _ = report(true) }() // what was handed over is durable or failed soon
 	buf := make([]byte, 0, max(size, 24))
-	for n := start; count == 0 || n < start+count; n++ {
+	for ; !end(n); n++ {
 		if ctx.Err() != nil { // at -rate 0 nothing else would notice a signal
 			return closeOnSignal(ctx, ctx.Err(), stderr)
 		}
@@ -139,10 +186,28 @@ func publish(ctx context.Context, c *client.Client, stdout, stderr io.Writer, to
 			buf = append(buf, 'x')
 		}
 		payload := append([]byte(nil), buf...)
-		if _, err := c.Publish(ctx, topic, payload, client.PublishOptions{QoS: qos}); err != nil {
+		opts := client.PublishOptions{QoS: qos, Marker: strconv.AppendUint(nil, n, 10)}
+		if pipeline == 1 {
+			if _, err := c.Publish(ctx, topic, payload, opts); err != nil {
+				return closeOnSignal(ctx, err, stderr)
+			}
+			fmt.Fprintf(stdout, "accepted %d\n", n)
+			continue
+		}
+		r, err := c.PublishAsync(ctx, topic, payload, opts)
+		if err != nil {
+			if rerr := report(true); rerr != nil {
+				err = rerr
+			}
 			return closeOnSignal(ctx, err, stderr)
 		}
-		fmt.Fprintf(stdout, "accepted %d\n", n)
+		fifo = append(fifo, handed{n, r})
+		if err := report(false); err != nil {
+			return closeOnSignal(ctx, err, stderr)
+		}
+	}
+	if err := report(true); err != nil {
+		return closeOnSignal(ctx, err, stderr)
 	}
 	return 0
 }
