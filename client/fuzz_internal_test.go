@@ -184,6 +184,12 @@ func FuzzPublishIDBytes(f *testing.F) {
 // scanChunks runs a new scanner over b cut into chunks whose sizes cycle
 // through sizes (each 1..256), and returns the identifiers it found.
 func scanChunks(b []byte, sizes []byte) []uint16 {
+	ids, _ := scanAll(b, sizes)
+	return ids
+}
+
+// scanAll is scanChunks returning the acknowledgements noted as well.
+func scanAll(b []byte, sizes []byte) ([]uint16, []ackRead) {
 	var s pubrecScanner
 	var ids []uint16
 	for i, k := 0, 0; i < len(b); k++ {
@@ -194,7 +200,7 @@ func scanChunks(b []byte, sizes []byte) []uint16 {
 		ids = s.scan(b[i:i+n], ids)
 		i += n
 	}
-	return ids
+	return ids, s.acks
 }
 
 // checkScanner asserts the scanner's properties on one stream: the same
@@ -275,14 +281,18 @@ func FuzzPubrecScannerPackets(f *testing.F) {
 	f.Fuzz(func(t *testing.T, spec, sizes []byte) {
 		var stream []byte
 		var want []uint16
+		var wantAcks []ackRead
 		for i := 0; i+2 < len(spec); i += 3 {
 			kind, id := spec[i], uint16(spec[i+1])<<8|uint16(spec[i+2])
 			var cp packets.ControlPacket
 			switch k := int(kind) % (len(kinds) + 2); {
 			case k < len(kinds):
 				cp = ackPacket(kinds[k], id)
-				if kinds[k] == packets.Pubrec {
+				switch kinds[k] {
+				case packets.Pubrec:
 					want = append(want, id)
+				case packets.Puback, packets.Pubcomp, packets.Unsuback:
+					wantAcks = append(wantAcks, ackRead{kinds[k], id})
 				}
 			default: // a PUBLISH whose payload size crosses length encodings
 				size := payloadSizes[int(id)%len(payloadSizes)]
@@ -290,8 +300,12 @@ func FuzzPubrecScannerPackets(f *testing.F) {
 			}
 			stream = append(stream, encode(t, cp)...)
 		}
-		if got := scanChunks(stream, sizes); !slices.Equal(got, want) {
+		got, acks := scanAll(stream, sizes)
+		if !slices.Equal(got, want) {
 			t.Fatalf("scanner found %v, want %v (split %v)", got, want, sizes)
+		}
+		if !slices.Equal(acks, wantAcks) {
+			t.Fatalf("scanner noted acknowledgements %v, want %v (split %v)", acks, wantAcks, sizes)
 		}
 		checkScanner(t, stream, sizes)
 	})

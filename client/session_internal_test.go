@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"strconv"
 	"testing"
 
@@ -123,5 +124,31 @@ func TestCleanSessionRewinds(t *testing.T) {
 	recs, err := q.Read(d.cursor, 10, nil)
 	if err != nil || len(recs) != 3 || recs[0].Seq != seqs[1] {
 		t.Fatalf("the dispatcher would send next %v (%v), want from seq %d", recs, err, seqs[1])
+	}
+}
+
+// TestScannerNotesConnack: the CONNACK's session-present flag and return
+// code are noted however the stream is split, so the client learns that a
+// broker lost the session before paho resumes anything.
+func TestScannerNotesConnack(t *testing.T) {
+	for _, present := range []bool{false, true} {
+		ca := packets.NewControlPacket(packets.Connack).(*packets.ConnackPacket)
+		ca.SessionPresent, ca.ReturnCode = present, 0
+		var b bytes.Buffer
+		if err := ca.Write(&b); err != nil {
+			t.Fatal(err)
+		}
+		stream := append(b.Bytes(), 0x40, 0x02, 0x00, 0x07) // then a PUBACK for 7
+		for cut := 0; cut <= len(stream); cut++ {
+			var s pubrecScanner
+			s.scan(stream[:cut], nil)
+			s.scan(stream[cut:], nil)
+			if !s.connack || s.sessionSet != present || s.connackRC != 0 {
+				t.Fatalf("present=%v cut at %d: connack %v session %v rc %d", present, cut, s.connack, s.sessionSet, s.connackRC)
+			}
+			if len(s.acks) != 1 || s.acks[0] != (ackRead{ptypePuback, 7}) {
+				t.Fatalf("cut at %d: acks %v", cut, s.acks)
+			}
+		}
 	}
 }
