@@ -306,10 +306,7 @@ func (c *Client) IsConnected() bool { return c.sup.State() == reconnect.Connecte
 // permanently, so nothing can drain until RetryNow or a restart.
 func (c *Client) Flush(ctx context.Context) error {
 	for {
-		c.d.mu.Lock()
-		ch := c.d.changedLocked() // taken before the check: a later change closes it
-		appending := c.d.appending
-		c.d.mu.Unlock()
+		ch, appending := c.d.rc.watch() // taken before the check: a later change closes it
 		supCh := c.sup.Changed()
 		if appending == 0 && c.q.Stats().Len == 0 {
 			return nil
@@ -357,18 +354,8 @@ func (c *Client) Close(ctx context.Context) error {
 func (c *Client) close(ctx context.Context) error {
 	// 0. No new Publish; wait for those already past the check (a blocked
 	// one ends with its context or, at step 7, with the outbox's ErrClosed).
-	c.d.mu.Lock()
 	c.closing.Store(true)
-	for c.d.appending > 0 && ctx.Err() == nil {
-		ch := c.d.changedLocked()
-		c.d.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-		}
-		c.d.mu.Lock()
-	}
-	c.d.mu.Unlock()
+	c.d.rc.shut(ctx)
 	// 1. Drain while the dispatcher and the connection still run.
 	flushErr := c.Flush(ctx)
 	// 2. Stop the dispatcher: nothing new goes to paho.
@@ -383,16 +370,7 @@ func (c *Client) close(ctx context.Context) error {
 	}
 	c.sendMu.Unlock()
 	// 5. Receipts still waiting will not be answered by this client.
-	c.d.mu.Lock()
-	for seq, w := range c.d.receipts {
-		delete(c.d.receipts, seq)
-		if r := w.Value(); r != nil {
-			r.complete(ErrClosed)
-		}
-	}
-	clear(c.d.pinned)
-	c.d.broadcastLocked()
-	c.d.mu.Unlock()
+	c.d.rc.failAll(ErrClosed)
 	left := c.q.Stats().Len
 	// 6. The state persister, which paho's writes may have waited on.
 	c.stopState()

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"weak"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -46,6 +44,7 @@ type dispatcher struct {
 	clean bool
 
 	kick chan struct{} // capacity 1: the window or a barrier changed
+	rc   *registry     // the receipts: outcomes are reported there
 
 	mu           sync.Mutex // guards every field below
 	flights      map[uint16]*flight
@@ -56,12 +55,6 @@ type dispatcher struct {
 	unreleased   int                              // QoS 2 flights whose PUBREL was not written yet
 	unclaimed    int                              // flights whose identifier paho does not hold
 	cursor       uint64                           // highest seq handed to paho (or resumed from disk)
-	receipts     map[uint64]weak.Pointer[Receipt] // receipts the caller still holds
-	pinned       map[uint64]*Receipt              // receipts whose Done channel was asked for: held until complete
-	early        map[uint64]error                 // outcomes that beat their Publish's receipt registration
-	appending    int                              // Publish calls between the closing check and durability
-	lateTrack    int                              // of those, appends to a Queue without AsyncAppender (see early)
-	changed      chan struct{}                    // closed on the next ack or drop; nil when nobody waits
 	inHandled    map[uint16]bool                  // inbound QoS 2 identifiers whose handler accepted the message
 	gen          uint64                           // connection generation: incremented at every dial
 	// acksIn holds, per identifier, the kinds of the acknowledgements of
@@ -87,9 +80,7 @@ func newDispatcher(cfg *Config, st *counters) *dispatcher {
 		kick:      make(chan struct{}, 1),
 		flights:   map[uint16]*flight{},
 		other:     map[string]packets.ControlPacket{},
-		receipts:  map[uint64]weak.Pointer[Receipt]{},
-		pinned:    map[uint64]*Receipt{},
-		early:     map[uint64]error{},
+		rc:        newRegistry(),
 		inHandled: map[uint16]bool{},
 		acksIn:    map[uint16][]byte{},
 	}
@@ -105,23 +96,6 @@ func (d *dispatcher) signal() {
 	select {
 	case d.kick <- struct{}{}:
 	default:
-	}
-}
-
-// changedLocked returns a channel closed at the next acknowledgement or
-// drop. The channel is made only when somebody waits, so the hot path
-// allocates nothing.
-func (d *dispatcher) changedLocked() <-chan struct{} {
-	if d.changed == nil {
-		d.changed = make(chan struct{})
-	}
-	return d.changed
-}
-
-func (d *dispatcher) broadcastLocked() {
-	if d.changed != nil {
-		close(d.changed)
-		d.changed = nil
 	}
 }
 
@@ -159,7 +133,7 @@ func (d *dispatcher) ackLocked(f *flight) {
 	if !f.claimed {
 		d.unclaimed--
 	}
-	d.finishLocked(f.seq, nil)
+	d.rc.finish(f.seq, nil)
 	d.stats.acked.Add(1)
 }
 
@@ -170,72 +144,11 @@ func (d *dispatcher) retire(seq uint64) {
 	}
 	// Flush checks the outbox's length: wake it again now that the record
 	// is gone (the wake-up at the acknowledgement came before the Remove).
-	d.mu.Lock()
-	d.broadcastLocked()
-	d.mu.Unlock()
+	d.rc.broadcast()
 	if d.hooks.OnAck != nil {
 		d.hooks.OnAck(seq)
 	}
 	d.signal()
-}
-
-// finishLocked completes the receipt of seq, or remembers the outcome for a
-// Publish that has not registered its receipt yet.
-func (d *dispatcher) finishLocked(seq uint64, err error) {
-	if w, ok := d.receipts[seq]; ok {
-		delete(d.receipts, seq)
-		delete(d.pinned, seq)
-		if r := w.Value(); r != nil {
-			r.complete(err)
-		}
-	} else if d.lateTrack > 0 {
-		d.early[seq] = err
-	}
-	d.broadcastLocked()
-}
-
-// trackLocked registers a new receipt. The map holds it weakly, and a
-// cleanup forgets it once the caller dropped it, so an ignored receipt
-// costs no memory while its message waits in the outbox.
-func (d *dispatcher) trackLocked(r *Receipt) {
-	if err, ok := d.early[r.seq]; ok {
-		delete(d.early, r.seq)
-		r.complete(err)
-	} else {
-		d.receipts[r.seq] = weak.Make(r)
-		runtime.AddCleanup(r, d.forget, r.seq)
-		r.mu.Lock()
-		asked := r.done != nil
-		r.mu.Unlock()
-		if asked {
-			d.pinned[r.seq] = r
-		}
-	}
-	if d.lateTrack == 0 && len(d.early) > 0 {
-		clear(d.early) // outcomes of records whose Publish is long gone
-	}
-}
-
-// pin holds r strongly once its Done channel was asked for: a caller may
-// keep only the channel, and it must still be closed.
-func (d *dispatcher) pin(r *Receipt) {
-	seq := r.Seq()
-	if seq == 0 {
-		return // PublishAsync, not durable yet: trackLocked pins it
-	}
-	d.mu.Lock()
-	if _, ok := d.receipts[seq]; ok {
-		d.pinned[seq] = r
-	}
-	d.mu.Unlock()
-}
-
-func (d *dispatcher) forget(seq uint64) {
-	d.mu.Lock()
-	if w, ok := d.receipts[seq]; ok && w.Value() == nil {
-		delete(d.receipts, seq)
-	}
-	d.mu.Unlock()
 }
 
 // dialed starts a new connection generation and returns it.
@@ -422,9 +335,7 @@ func (d *dispatcher) dropped(seq uint64, reason error, expired bool) {
 	} else {
 		d.stats.dropped.Add(1)
 	}
-	d.mu.Lock()
-	d.finishLocked(seq, reason)
-	d.mu.Unlock()
+	d.rc.finish(seq, reason)
 	if d.hooks.OnDrop != nil {
 		d.hooks.OnDrop(seq, reason)
 	}
@@ -683,7 +594,7 @@ func (c *Client) send(s *session, r *outbox.Record) sendResult {
 		stored = !isNotConnected(tok)
 		if stored {
 			d.cursor = r.Seq
-			d.finishLocked(r.Seq, nil)
+			d.rc.finish(r.Seq, nil)
 		}
 	}
 	d.mu.Unlock()
@@ -692,9 +603,7 @@ func (c *Client) send(s *session, r *outbox.Record) sendResult {
 	}
 	if r.QoS == 0 {
 		_ = c.q.Remove(r.Seq)
-		d.mu.Lock()
-		d.broadcastLocked() // see retire
-		d.mu.Unlock()
+		d.rc.broadcast() // see retire
 	}
 	c.stats.sent.Add(1)
 	return sendDone

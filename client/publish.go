@@ -39,7 +39,7 @@ var (
 type Receipt struct {
 	mu       sync.Mutex // guards the fields below
 	seq      uint64     // set once durable (at once for Publish)
-	d        *dispatcher
+	g        *registry
 	done     chan struct{}
 	finished bool
 	err      error
@@ -70,10 +70,10 @@ func (r *Receipt) Done() <-chan struct{} {
 		r.done = make(chan struct{})
 		if r.finished {
 			close(r.done)
-		} else if r.d != nil {
-			d := r.d
+		} else if r.g != nil {
+			g := r.g
 			r.mu.Unlock()
-			d.pin(r)
+			g.pin(r)
 			return r.done
 		}
 	}
@@ -180,7 +180,7 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 		return c.publishQoS0(ctx, topic, payload, opts.Retained)
 	}
 	rec := newRecord(topic, payload, opts)
-	r := &Receipt{d: c.d}
+	r := &Receipt{g: c.d.rc}
 	done := make(chan error, 1)
 	if err := c.enqueue(ctx, &rec, r, func(err error) { done <- err }); err != nil {
 		return nil, err
@@ -200,39 +200,21 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 // during Close is never left behind. The error returned is the call's own
 // (nothing accepted); finished is then not called.
 func (c *Client) enqueue(ctx context.Context, rec *outbox.Record, r *Receipt, finished func(error)) error {
-	d := c.d
-	d.mu.Lock()
-	if c.closing.Load() {
-		d.mu.Unlock()
-		return ErrClosed
-	}
-	d.appending++
 	aa, async := c.q.(outbox.AsyncAppender)
-	if !async {
-		d.lateTrack++
+	late := !async
+	if err := c.d.rc.begin(late); err != nil {
+		return err
 	}
-	d.mu.Unlock()
 	end := func(seq uint64, err error) {
 		if err == nil {
 			r.madeDurable(seq)
 			c.stats.accepted.Add(1)
 		}
-		d.mu.Lock()
-		d.appending--
-		if !async {
-			d.lateTrack--
-		}
-		if err == nil {
-			d.trackLocked(r)
-		}
-		if d.appending == 0 {
-			d.broadcastLocked() // Flush and Close wait for appending to end
-		}
-		d.mu.Unlock()
+		c.d.rc.end(r, late, err == nil)
 	}
-	if !async {
+	if late {
 		// A Queue without AsyncAppender: the record may be read and even
-		// acknowledged before it is registered (dispatcher.early).
+		// acknowledged before it is registered (registry.early).
 		seq, err := c.q.Append(ctx, rec)
 		end(seq, err)
 		if err != nil {

@@ -42,7 +42,7 @@ func (c *Client) PublishAsync(ctx context.Context, topic string, payload []byte,
 		return nil, ctx.Err()
 	}
 	rec := newRecord(topic, payload, opts)
-	r := &Receipt{d: c.d}
+	r := &Receipt{g: c.d.rc}
 	if err := c.enqueue(ctx, &rec, r, func(error) { <-c.pending }); err != nil {
 		<-c.pending
 		return nil, err

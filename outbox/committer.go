@@ -323,16 +323,6 @@ type result struct {
 // return.
 func (b *Badger) finish(it *result) {
 	appends, states, dels, err := it.appends, it.states, it.dels, it.err
-	if err == nil {
-		// AppendAsync callers learn their sequence before the record is
-		// visible to Read (see AsyncAppender): the write is durable now.
-		for _, r := range appends {
-			if r.cb != nil {
-				r.cb(r.seq, nil)
-				r.cb = nil
-			}
-		}
-	}
 	b.mu.Lock()
 	if err != nil {
 		werr := classifyWriteErr(err)
@@ -371,6 +361,12 @@ func (b *Badger) finish(it *result) {
 				b.mem[r.seq] = jref{r.jpos, uint32(len(r.value))}
 			}
 			b.committedLocked(r.seq, r.size, r.enq, r.exp)
+			if r.cb != nil {
+				// The caller learns its sequence as the record becomes
+				// visible, atomically (see AsyncAppender).
+				r.cb(r.seq, nil)
+				r.cb = nil
+			}
 		}
 		for _, r := range states {
 			if r.err == nil {

@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"sync"
 	"time"
 )
 
@@ -16,8 +15,6 @@ type Memory struct {
 	// recs holds the encoded records, guarded by core.mu.
 	recs    map[uint64][]byte
 	nextSeq uint64 // guarded by core.mu
-	// appendMu serialises appends from taking a sequence to committing it.
-	appendMu sync.Mutex
 }
 
 // NewMemory returns an empty in-memory queue. It panics on options that
@@ -52,8 +49,7 @@ func (m *Memory) Append(ctx context.Context, r *Record) (uint64, error) {
 }
 
 // AppendAsync implements AsyncAppender: a memory record is committed at
-// once, so done is called before AppendAsync returns (and before the
-// record is visible to Read).
+// once, so done is called before AppendAsync returns.
 func (m *Memory) AppendAsync(ctx context.Context, r *Record, done func(seq uint64, err error)) error {
 	rec := *r
 	size, err := m.prepare(&rec, time.Now())
@@ -64,21 +60,16 @@ func (m *Memory) AppendAsync(ctx context.Context, r *Record, done func(seq uint6
 		return err
 	}
 	enc := appendRecord(make([]byte, 0, size), &rec)
-	// appendMu keeps sequences in commit order while done runs unlocked.
-	m.appendMu.Lock()
-	defer m.appendMu.Unlock()
 	m.mu.Lock()
 	seq := m.nextSeq
 	m.nextSeq++
-	m.mu.Unlock()
-	if done != nil {
-		done(seq, nil)
-	}
-	m.mu.Lock()
 	m.recs[seq] = enc
 	m.committedLocked(seq, uint32(size), rec.Enqueued, rec.Expires)
 	if rec.Marker != nil {
 		m.markSeq, m.mark = seq, cloneMarker(rec.Marker)
+	}
+	if done != nil {
+		done(seq, nil) // atomically with the record's visibility
 	}
 	m.mu.Unlock()
 	m.notify()

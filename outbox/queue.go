@@ -175,11 +175,12 @@ type AsyncAppender interface {
 	// order of the calls that handed them over (calls from one goroutine,
 	// or calls ordered otherwise). done, if not nil, is called exactly once,
 	// on the store's goroutine, when the record is as durable as
-	// Options.Durability promises (seq, nil) - before Read can return it,
-	// so a caller can register the sequence before anything acts on the
-	// record - or failed (0, ErrDiskFull, ErrStorage). It must be fast and
-	// must not call the queue. When AppendAsync returns an error, done is
-	// not called.
+	// Options.Durability promises (seq, nil) - under the queue's lock, as
+	// the record becomes visible to Read and Stats, so a caller registers
+	// the sequence before anything can act on the record - or failed (0,
+	// ErrDiskFull, ErrStorage). It must be fast and must not call the
+	// queue (nor wait for anything that does). When AppendAsync returns an
+	// error, done is not called.
 	AppendAsync(ctx context.Context, r *Record, done func(seq uint64, err error)) error
 }
 
