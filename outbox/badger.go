@@ -719,7 +719,7 @@ func (b *Badger) Close() error {
 
 // useJournal: every mode commits through the journal, except with
 // encryption (the journal would hold records in the clear).
-func useJournal(o Options) bool { return len(o.EncryptionKey) == 0 }
+func useJournal(o Options) bool { return len(o.EncryptionKey) == 0 && !o.noJournal }
 
 // journalSize is the journal's preallocated size: room for any record twice
 // over, at least 4 MiB (device) or 32 MiB (server) so that checkpoints are

@@ -164,3 +164,54 @@ func BenchmarkReopen(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkJournalOrSyncedBadger weighs the commit journal against synced
+// Badger transactions: one appender pipelining AppendAsync (group commits
+// of hundreds of records), and 16 synchronous appenders. One op is one
+// record.
+func BenchmarkJournalOrSyncedBadger(b *testing.B) {
+	for _, store := range []struct {
+		name      string
+		noJournal bool
+	}{{"journal", false}, {"badger-synced", true}} {
+		b.Run(store.name+"/async-1", func(b *testing.B) {
+			q, err := Open(b.TempDir(), Options{noJournal: store.noJournal})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			var wg sync.WaitGroup
+			b.SetBytes(benchPayloadLen)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				wg.Add(1)
+				if err := q.AppendAsync(context.Background(), benchRecord(), func(uint64, error) { wg.Done() }); err != nil {
+					b.Fatal(err)
+				}
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+		})
+		b.Run(store.name+"/sync-16", func(b *testing.B) {
+			q, err := Open(b.TempDir(), Options{noJournal: store.noJournal})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer q.Close()
+			b.SetBytes(benchPayloadLen)
+			b.SetParallelism(8) // x GOMAXPROCS(2) = 16 goroutines
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := q.Append(context.Background(), benchRecord()); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+		})
+	}
+}

@@ -101,6 +101,10 @@ type Options struct {
 	// Durability: GroupCommit (default), SyncEach or NoSync. Memory ignores it.
 	Durability Durability
 
+	// noJournal commits every batch as a synced Badger transaction, as an
+	// EncryptionKey does: for benchmarks that weigh the journal.
+	noJournal bool
+
 	// Profile: ProfileDevice (default) or ProfileServer. Memory ignores it.
 	Profile Profile
 
