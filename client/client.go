@@ -248,13 +248,13 @@ func (c *Client) connect(ctx context.Context, broker string) (reconnect.Conn, er
 	// ctx ends so that no attempt outlives the call.
 	<-tok.Done()
 	if err := tok.Error(); err != nil {
-		ct, _ := tok.(*mqtt.ConnectToken)
-		if ct != nil && ct.ReturnCode() != 0 && ct.ReturnCode() < 0x80 {
-			// A CONNACK refusal: reconnect classifies it by code
-			// (bad credentials, not authorised... are permanent).
-			return nil, &reconnect.RefusedError{Code: reconnect.ConnackCode(ct.ReturnCode()), Err: err}
+		var rc byte
+		if ct, _ := tok.(*mqtt.ConnectToken); ct != nil {
+			rc = ct.ReturnCode()
 		}
-		return nil, err
+		// Typed and classified: bad credentials, not authorised, an
+		// untrusted or expired certificate... are permanent (refusal.go).
+		return nil, refusal(err, rc)
 	}
 	if ctx.Err() != nil {
 		c.paho.Disconnect(0)
