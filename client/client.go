@@ -33,9 +33,9 @@ type Client struct {
 	// by wireConn (see dispatcher.stale), so connecting never waits for it.
 	sendMu sync.Mutex
 
-	sess   atomic.Pointer[session]  // the current connection attempt or connection
-	conn   atomic.Pointer[wireConn] // the current network connection
-	target atomic.Pointer[string]   // the broker the next dial goes to
+	sess atomic.Pointer[session]  // the current connection attempt or connection
+	conn atomic.Pointer[wireConn] // the current network connection
+	att  atomic.Pointer[attempt]  // the current connection attempt: broker, TLS configuration (dial.go)
 
 	stats   counters
 	closing atomic.Bool
@@ -62,6 +62,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, pending: make(chan struct{}, cfg.MaxPending)}
+	if cfg.InsecureSkipVerify {
+		c.log.Warn("holdfast: Config.InsecureSkipVerify is set: the broker's certificate is NOT verified (tests only)")
+	}
 	// The dispatcher exists before the outbox opens: records that expire
 	// while it opens are reported through it (Stats, Hooks.OnDrop).
 	c.d = newDispatcher(&c.cfg, &c.stats)
@@ -182,11 +185,11 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.SetResumeSubs(false) // subscriptions are restored by the client when the session is gone
 	o.SetAutoAckDisabled(true)
 	o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
-		broker := cfg.Brokers[0]
-		if p := c.target.Load(); p != nil {
-			broker = *p
+		a := c.att.Load() // set by connect before paho dials
+		if a == nil {
+			return nil, errors.New("holdfast: no connection attempt prepared")
 		}
-		conn, err := dial(broker, cfg)
+		conn, err := dial(a, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -240,8 +243,12 @@ func (s *session) lost(err error) {
 
 // connect is the supervisor's ConnectFunc: one attempt at broker.
 func (c *Client) connect(ctx context.Context, broker string) (reconnect.Conn, error) {
+	a, err := c.prepare(ctx, broker)
+	if err != nil {
+		return nil, err
+	}
 	s := &session{broker: broker, done: make(chan struct{})}
-	c.target.Store(&broker)
+	c.att.Store(a)
 	c.sess.Store(s)
 	tok := c.paho.Connect()
 	// paho bounds the attempt by ConnectTimeout; it is awaited even when

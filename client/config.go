@@ -82,9 +82,39 @@ type Config struct {
 	// WriteTimeout bounds one write to the network. Default 10s.
 	WriteTimeout time.Duration
 
-	// TLS is the TLS configuration for ssl://, tls://, mqtts://, tcps://
-	// and wss:// brokers. Nil means the system roots.
+	// TLS is the TLS configuration for ssl://, tls://, mqtts://, tcps://,
+	// mqtt+ssl:// and wss:// brokers. Nil means the system roots and TLS 1.2
+	// or later. The broker's certificate is always verified: a configuration
+	// with InsecureSkipVerify is refused unless Config.InsecureSkipVerify is
+	// set too. An empty ServerName is the broker URL's host name, which is
+	// both verified and sent as SNI. The configuration is cloned at each
+	// attempt; TLSFiles, when set, fills in its RootCAs and Certificates.
+	// Exclusive with GetTLSConfig.
 	TLS *tls.Config
+
+	// TLSFiles names PEM files read at every connection attempt to a TLS
+	// broker, so that a certificate rotated on disk is used from the next
+	// connection without a restart. New reads them once and refuses files
+	// it cannot use (ErrInvalidConfig); at an attempt, a file that cannot be
+	// read (a rotation half done) fails that attempt, which is retried with
+	// backoff. Nil: none. Exclusive with GetTLSConfig.
+	TLSFiles *TLSFiles
+
+	// GetTLSConfig, when set, is called once per connection attempt to a
+	// TLS broker, with the attempt's context and the broker URL, for the
+	// configuration to use (nil: the defaults of TLS). An error fails the
+	// attempt: it is retried with backoff unless it wraps
+	// reconnect.Permanent. The configuration returned is cloned and must
+	// not skip verification unless Config.InsecureSkipVerify is set (else
+	// the attempt fails permanently with ErrInvalidConfig). Exclusive with
+	// TLS and TLSFiles.
+	GetTLSConfig func(ctx context.Context, broker string) (*tls.Config, error)
+
+	// InsecureSkipVerify turns the verification of the broker's
+	// certificate OFF: any server, including an attacker in the middle, is
+	// accepted. For tests only. It is the only way to connect without
+	// verification; New logs a warning when it is set.
+	InsecureSkipVerify bool
 
 	// Username and Password authenticate to the broker. They are never
 	// logged.
@@ -184,6 +214,20 @@ type Config struct {
 	fromPaho *pahoSettings
 }
 
+// TLSFiles names PEM files for TLS, read at every connection attempt.
+type TLSFiles struct {
+	// CAFile holds the certificates of the authorities trusted to sign the
+	// broker's certificate; they replace Config.TLS's RootCAs (and the
+	// system roots). Empty: Config.TLS's RootCAs, or the system roots.
+	CAFile string
+	// CertFile and KeyFile hold the client certificate (with its chain)
+	// and its private key, for brokers that require mutual TLS; both or
+	// neither. They replace Config.TLS's Certificates. The key is never
+	// logged nor put in an error.
+	CertFile string
+	KeyFile  string
+}
+
 // Will is a last-will message.
 type Will struct {
 	Topic    string
@@ -248,16 +292,19 @@ func (c *Config) validate() error {
 	for _, b := range c.Brokers {
 		u, err := url.Parse(b)
 		if err != nil {
-			return fmt.Errorf("%w: broker %q: %v", ErrInvalidConfig, b, err)
+			return fmt.Errorf("%w: broker %q: %v", ErrInvalidConfig, redactURL(b), redactErr(err))
 		}
 		switch strings.ToLower(u.Scheme) {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "tcps", "ws", "wss":
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "tcps", "mqtt+ssl", "ws", "wss":
 		default:
-			return fmt.Errorf("%w: broker %q: unsupported scheme %q", ErrInvalidConfig, b, u.Scheme)
+			return fmt.Errorf("%w: broker %q: unsupported scheme %q", ErrInvalidConfig, redactURL(b), u.Scheme)
 		}
 		if u.Host == "" {
-			return fmt.Errorf("%w: broker %q: no host", ErrInvalidConfig, b)
+			return fmt.Errorf("%w: broker %q: no host", ErrInvalidConfig, redactURL(b))
 		}
+	}
+	if err := c.validateTLS(); err != nil { // security.go
+		return err
 	}
 	if c.persistentSession() {
 		if c.ClientID == "" {

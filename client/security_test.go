@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,8 +20,9 @@ import (
 
 // events counts a client's connection events by state.
 type events struct {
-	mu sync.Mutex
-	n  map[reconnect.State]int
+	mu   sync.Mutex
+	n    map[reconnect.State]int
+	errs []error // of the Disconnected and Stopped events
 }
 
 func (e *events) hook(ev reconnect.Event) {
@@ -28,6 +32,15 @@ func (e *events) hook(ev reconnect.Event) {
 		e.n = map[reconnect.State]int{}
 	}
 	e.n[ev.State]++
+	if ev.Err != nil && (ev.State == reconnect.Disconnected || ev.State == reconnect.Stopped) {
+		e.errs = append(e.errs, ev.Err)
+	}
+}
+
+func (e *events) errors() []error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]error(nil), e.errs...)
 }
 
 func (e *events) count(s reconnect.State) int {
@@ -60,7 +73,7 @@ func requireRefusedOnce(t *testing.T, cfg client.Config, want error) {
 	}
 	time.Sleep(quietWindow) // attempts that must not come
 	if a, s := ev.count(reconnect.Connecting), ev.count(reconnect.Stopped); a != 1 || s != 1 {
-		t.Fatalf("%d attempts and %d stops after a permanent refusal, want 1 and 1", a, s)
+		t.Fatalf("%d attempts and %d stops after a permanent refusal, want 1 and 1: %v", a, s, ev.errors())
 	}
 	if st := c.Stats(); st.State != reconnect.Stopped {
 		t.Fatalf("state %v, want Stopped", st.State)
@@ -155,4 +168,206 @@ func TestWrongPasswordRefusedOnce(t *testing.T) {
 	// Mosquitto answers a wrong password with "not authorised" (5).
 	requireRefusedOnce(t, client.Config{Brokers: []string{m.URL()}, Username: "dev", Password: "wrong"},
 		client.ErrNotAuthorized)
+}
+
+// writeFile replaces path's content atomically (a rename), as a certificate
+// rotation would.
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// connectedAs reports whether the broker's log shows a connection of
+// clientID under user name user.
+func connectedAs(m *testbroker.Mosquitto, clientID, user string) bool {
+	return strings.Contains(m.Log(), fmt.Sprintf("as %s (", clientID)) &&
+		strings.Contains(m.Log(), fmt.Sprintf("u'%s')", user))
+}
+
+// TestTLSFilesRotatedBetweenConnections replaces the client certificate and
+// key on disk while connected; the next connection presents the new one,
+// without a restart of the client. The broker takes the certificate's common
+// name as the user name, which its log shows.
+func TestTLSFilesRotatedBetweenConnections(t *testing.T) {
+	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{TLS: true, TLSIdentityAsUsername: true})
+	dir := t.TempDir()
+	files := &client.TLSFiles{CAFile: filepath.Join(dir, "ca.pem"), CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}
+	writeFile(t, files.CAFile, m.CAPEM())
+	certA, keyA := m.CA().IssueClient(t, "device-a")
+	writeFile(t, files.CertFile, certA)
+	writeFile(t, files.KeyFile, keyA)
+
+	c := newClient(t, client.Config{Brokers: []string{tlsURL(m, testbroker.TLSServerName)}, ClientID: "rot", TLSFiles: files})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.AwaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testbroker.Eventually(t, 10*time.Second, func() bool { return connectedAs(m, "rot", "device-a") },
+		"the broker sees certificate device-a")
+
+	certB, keyB := m.CA().IssueClient(t, "device-b")
+	writeFile(t, files.KeyFile, keyB)
+	writeFile(t, files.CertFile, certB)
+	m.Restart(t)
+	testbroker.Eventually(t, 20*time.Second, func() bool { return c.Stats().Reconnects >= 1 && c.IsConnected() }, "reconnected")
+	testbroker.Eventually(t, 10*time.Second, func() bool { return connectedAs(m, "rot", "device-b") },
+		"the second connection presents the rotated certificate device-b")
+}
+
+// TestGetTLSConfigCalledPerAttempt checks the function is called once per
+// attempt at a TLS broker, failed attempts included, and its configuration
+// used.
+func TestGetTLSConfigCalledPerAttempt(t *testing.T) {
+	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{TLS: true})
+	dead := fmt.Sprintf("ssl://127.0.0.1:%d", testbroker.FreePort(t))
+	var mu sync.Mutex
+	var calls []string
+	var ev events
+	c := newClient(t, client.Config{
+		Brokers: []string{dead, m.URL()},
+		GetTLSConfig: func(ctx context.Context, broker string) (*tls.Config, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, broker)
+			return m.ClientTLSConfig(), nil
+		},
+		Hooks: client.Hooks{OnConnection: ev.hook},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.AwaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := ev.count(reconnect.Connecting); len(calls) != n || n < 2 || calls[0] != dead || calls[len(calls)-1] != m.URL() {
+		t.Fatalf("GetTLSConfig calls %v for %d attempts", calls, n)
+	}
+}
+
+// TestInsecureSkipVerifyNeedsItsOwnOption checks that a TLS configuration
+// that skips verification is refused unless Config.InsecureSkipVerify says
+// so, and that the option does skip it.
+func TestInsecureSkipVerifyNeedsItsOwnOption(t *testing.T) {
+	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{TLS: true})
+	_, err := client.New(client.Config{Brokers: []string{m.URL()}, TLS: &tls.Config{InsecureSkipVerify: true}})
+	if !errors.Is(err, client.ErrInvalidConfig) || !strings.Contains(err.Error(), "InsecureSkipVerify") {
+		t.Fatalf("New with tls.Config.InsecureSkipVerify alone: %v, want ErrInvalidConfig naming Config.InsecureSkipVerify", err)
+	}
+	// From a function, at the attempt: refused permanently.
+	requireRefusedOnce(t, client.Config{Brokers: []string{m.URL()},
+		GetTLSConfig: func(context.Context, string) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil },
+	}, client.ErrInvalidConfig)
+	// With the option: the broker's certificate is not checked (the
+	// client trusts no CA of its own here).
+	c := newClient(t, client.Config{Brokers: []string{m.URL()}, InsecureSkipVerify: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTLSConfigValidated checks New refuses TLS settings that cannot work.
+func TestTLSConfigValidated(t *testing.T) {
+	dir := t.TempDir()
+	ca := testbroker.NewCA(t, "CA")
+	writeFile(t, filepath.Join(dir, "ca.pem"), ca.CertPEM)
+	certPEM, keyPEM := ca.IssueClient(t, "x")
+	writeFile(t, filepath.Join(dir, "cert.pem"), certPEM)
+	writeFile(t, filepath.Join(dir, "key.pem"), keyPEM)
+	get := func(context.Context, string) (*tls.Config, error) { return nil, nil }
+	for name, cfg := range map[string]client.Config{
+		"missing CA file":    {TLSFiles: &client.TLSFiles{CAFile: filepath.Join(dir, "nope.pem")}},
+		"CA file not PEM":    {TLSFiles: &client.TLSFiles{CAFile: filepath.Join(dir, "key.pem")}},
+		"cert without key":   {TLSFiles: &client.TLSFiles{CertFile: filepath.Join(dir, "cert.pem")}},
+		"key not matching":   {TLSFiles: &client.TLSFiles{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "ca.pem")}},
+		"no file named":      {TLSFiles: &client.TLSFiles{}},
+		"function and files": {GetTLSConfig: get, TLSFiles: &client.TLSFiles{CAFile: filepath.Join(dir, "ca.pem")}},
+		"function and TLS":   {GetTLSConfig: get, TLS: &tls.Config{}},
+	} {
+		cfg.Brokers = []string{"ssl://127.0.0.1:1"}
+		c, err := client.New(cfg)
+		if c != nil {
+			_ = c.Close(context.Background())
+		}
+		if !errors.Is(err, client.ErrInvalidConfig) {
+			t.Errorf("%s: New = %v, want ErrInvalidConfig", name, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "PRIVATE KEY") {
+			t.Errorf("%s: the error shows key material: %v", name, err)
+		}
+	}
+}
+
+// TestTLSSendsServerName checks the SNI extension: the broker URL's host
+// name by default, tls.Config.ServerName when set.
+func TestTLSSendsServerName(t *testing.T) {
+	ca := testbroker.NewCA(t, "CA")
+	for _, tc := range []struct {
+		scheme, host, serverName, want string
+	}{
+		{"ssl", "localhost", "", "localhost"},
+		{"mqtts", "127.0.0.1", "broker.example", "broker.example"},
+	} {
+		if got := sniOf(t, ca, tc.scheme, tc.host, tc.serverName); got != tc.want {
+			t.Errorf("%s://%s with ServerName %q: SNI %q, want %q", tc.scheme, tc.host, tc.serverName, got, tc.want)
+		}
+	}
+}
+
+// sniOf returns the server name of the first TLS handshake a client makes
+// to a listener at scheme://host.
+func sniOf(t *testing.T, ca *testbroker.CA, scheme, host, serverName string) string {
+	certPEM, keyPEM := ca.IssueServer(t)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make(chan string, 1)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			select {
+			case names <- h.ServerName:
+			default:
+			}
+			return nil, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = conn.(*tls.Conn).Handshake()
+			_ = conn.Close()
+		}
+	}()
+	url := fmt.Sprintf("%s://%s:%d", scheme, host, ln.Addr().(*net.TCPAddr).Port)
+	c := newClient(t, client.Config{Brokers: []string{url}, TLS: &tls.Config{RootCAs: ca.CertPool(), ServerName: serverName}})
+	defer c.Close(context.Background())
+	select {
+	case got := <-names:
+		return got
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no TLS handshake", url)
+	}
+	return ""
 }
