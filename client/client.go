@@ -205,9 +205,15 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.OnConnect = nil
 	o.OnReconnecting = nil
 	if cfg.Username != "" {
-		o.SetUsername(cfg.Username)
+		o.SetUsername(cfg.Username) // for OptionsReader; the CONNECT takes the attempt's
 		o.SetPassword(cfg.Password)
 	}
+	o.SetCredentialsProvider(func() (string, string) {
+		if a := c.att.Load(); a != nil { // set by connect before paho builds the CONNECT
+			return a.user, a.pass
+		}
+		return cfg.Username, cfg.Password
+	})
 	if cfg.Will != nil {
 		o.SetBinaryWill(cfg.Will.Topic, cfg.Will.Payload, cfg.Will.QoS, cfg.Will.Retained)
 	}
@@ -280,7 +286,7 @@ func (c *Client) onEvent(ev reconnect.Event) {
 			c.stats.reconnects.Add(1)
 		}
 	}
-	c.log.Info("holdfast: connection", "state", ev.State.String(), "broker", ev.Broker, "attempt", ev.Attempt, "delay", ev.Delay, "cause", ev.Err)
+	c.log.Info("holdfast: connection", "state", ev.State.String(), "broker", redactURL(ev.Broker), "attempt", ev.Attempt, "delay", ev.Delay, "cause", ev.Err)
 	if c.cfg.Hooks.OnConnection != nil {
 		c.cfg.Hooks.OnConnection(ev)
 	}
@@ -415,7 +421,7 @@ func (c *Client) close(ctx context.Context) error {
 // Stats is a snapshot of the client's state and counters.
 type Stats struct {
 	State       reconnect.State
-	Broker      string
+	Broker      string        // the current or last broker (a password in its URL is shown as "xxxxx")
 	Queued      int           // messages in the outbox, in flight included
 	QueuedBytes int64         // their size
 	OldestAge   time.Duration // age of the oldest queued message; 0 when empty
@@ -445,7 +451,7 @@ func (c *Client) Stats() Stats {
 	broker, _ := c.sup.Current()
 	st := Stats{
 		State:       c.sup.State(),
-		Broker:      broker,
+		Broker:      redactURL(broker),
 		Queued:      qs.Len,
 		QueuedBytes: qs.Bytes,
 		Inflight:    inflight,

@@ -56,7 +56,8 @@ type pahoSettings struct {
 // makes New fail with an error wrapping ErrInvalidConfig that names it:
 //
 // Carried over: brokers (AddBroker; unix:// is refused), client identifier,
-// username and password, clean session (false asks for a persistent
+// username and password, SetCredentialsProvider (Config.Credentials, called
+// once per attempt), clean session (false asks for a persistent
 // session; with an outbox directory the session is always persistent),
 // keepalive, connect and write timeouts, TLS configuration, will,
 // SetOrderMatters (false: up to 64 handlers at once, see
@@ -74,7 +75,7 @@ type pahoSettings struct {
 // ResumeSubs (subscriptions are always restored), SetStore when outboxDir
 // is set (the outbox), MessageChannelDepth (unused by paho too).
 //
-// Refused: SetCredentialsProvider, SetHTTPHeaders, SetWebsocketOptions,
+// Refused: SetHTTPHeaders, SetWebsocketOptions,
 // SetDialer (other than paho's default), SetCustomOpenConnectionFn,
 // SetConnectionAttemptHandler, SetPingTimeout other than paho's default
 // (Holdfast's is KeepAlive/4), SetProtocolVersion other than 4,
@@ -118,8 +119,11 @@ func FromPaho(o *mqtt.ClientOptions, outboxDir string) Config {
 		onReconnecting: o.OnReconnecting, onNotify: o.OnConnectionNotification,
 	}
 	refuse := func(option, why string) { ps.refused = append(ps.refused, option+": "+why) }
-	if o.CredentialsProvider != nil {
-		refuse("SetCredentialsProvider", "credentials are fixed at New (Username, Password)")
+	if prov := o.CredentialsProvider; prov != nil {
+		cfg.Credentials = func(context.Context) (string, string, error) {
+			u, p := prov()
+			return u, p, nil
+		}
 	}
 	if len(o.HTTPHeaders) > 0 {
 		refuse("SetHTTPHeaders", "WebSocket headers are not supported")

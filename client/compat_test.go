@@ -281,9 +281,6 @@ func TestFromPahoRefusesWhatItCannotHonour(t *testing.T) {
 		option string
 		set    func(o *mqtt.ClientOptions)
 	}{
-		{"SetCredentialsProvider", func(o *mqtt.ClientOptions) {
-			o.SetCredentialsProvider(func() (string, string) { return "u", "p" })
-		}},
 		{"SetHTTPHeaders", func(o *mqtt.ClientOptions) { o.SetHTTPHeaders(http.Header{"X-A": {"b"}}) }},
 		{"SetWebsocketOptions", func(o *mqtt.ClientOptions) { o.SetWebsocketOptions(&mqtt.WebsocketOptions{ReadBufferSize: 1}) }},
 		{"SetDialer", func(o *mqtt.ClientOptions) { o.SetDialer(&net.Dialer{Timeout: time.Second}) }},

@@ -117,9 +117,21 @@ type Config struct {
 	InsecureSkipVerify bool
 
 	// Username and Password authenticate to the broker. They are never
-	// logged.
+	// logged, nor shown in errors or Stats. A broker URL's user information
+	// (tcp://user:password@host), as in paho, takes their place for that
+	// broker; Credentials takes the place of both.
 	Username string
 	Password string
+
+	// Credentials, when set, is called once per connection attempt, with
+	// the attempt's context, for the user name and password of that
+	// CONNECT: for tokens that expire (JWTs of cloud IoT brokers), fetch or
+	// mint a fresh one here. An error fails the attempt with an error
+	// wrapping ErrCredentials, retried with backoff unless it wraps
+	// reconnect.Permanent. A password without a user name (which MQTT 3.1.1
+	// cannot carry) fails the attempt permanently with ErrInvalidConfig. It
+	// is called from the supervisor's goroutine, one call at a time.
+	Credentials func(ctx context.Context) (username, password string, err error)
 
 	// Will is the last-will message, sent by the broker if this client
 	// vanishes without disconnecting. Nil means none.

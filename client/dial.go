@@ -11,6 +11,8 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/holdfast-mqtt/holdfast/reconnect"
 )
 
 // attempt is what one connection attempt uses. Client.connect prepares it,
@@ -21,16 +23,36 @@ type attempt struct {
 	broker string
 	url    *url.URL
 	tls    *tls.Config // nil unless the scheme runs over TLS
+
+	// user and pass are the credentials of the CONNECT (see
+	// Config.Credentials), handed to paho through its credentials provider.
+	user, pass string
 }
 
-// prepare builds the attempt at broker: the TLS configuration is made (and
-// TLSFiles read) now, so that a rotated certificate is used.
+// prepare builds the attempt at broker: the credentials are taken (and
+// Config.Credentials called) and the TLS configuration made (and TLSFiles
+// read) now, once per attempt, so that a new token or a rotated certificate
+// is used.
 func (c *Client) prepare(ctx context.Context, broker string) (*attempt, error) {
 	u, err := url.Parse(broker)
 	if err != nil {
 		return nil, redactErr(err)
 	}
 	a := &attempt{ctx: ctx, broker: broker, url: u}
+	switch {
+	case c.cfg.Credentials != nil:
+		if a.user, a.pass, err = c.cfg.Credentials(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCredentials, err)
+		}
+		if a.user == "" && a.pass != "" {
+			return nil, reconnect.Permanent(fmt.Errorf("%w: Credentials returned a password without a user name", ErrInvalidConfig))
+		}
+	case u.User != nil:
+		a.user = u.User.Username()
+		a.pass, _ = u.User.Password()
+	default:
+		a.user, a.pass = c.cfg.Username, c.cfg.Password
+	}
 	if tlsNeeded(strings.ToLower(u.Scheme)) {
 		if a.tls, err = c.cfg.tlsFor(ctx, broker, u); err != nil {
 			return nil, err

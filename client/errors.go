@@ -109,4 +109,10 @@ var (
 	// at the next attempt; Backoff.OnPermanent = reconnect.SlowOnPermanent
 	// keeps attempting, slowly, so that a rotation fixes it unattended.
 	ErrTLSClientCertificate = errors.New("holdfast: broker refused the client certificate")
+
+	// ErrCredentials wraps the error of Config.Credentials, which failed a
+	// connection attempt. It is retried with backoff, unless the function's
+	// error wraps reconnect.Permanent: then the supervisor stops
+	// (ErrStopped) until RetryNow.
+	ErrCredentials = errors.New("holdfast: credentials function failed")
 )

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/holdfast-mqtt/holdfast/client"
 	"github.com/holdfast-mqtt/holdfast/internal/testbroker"
 	"github.com/holdfast-mqtt/holdfast/reconnect"
@@ -370,4 +372,141 @@ func sniOf(t *testing.T, ca *testbroker.CA, scheme, host, serverName string) str
 		t.Fatalf("%s: no TLS handshake", url)
 	}
 	return ""
+}
+
+// TestCredentialsCalledPerAttempt checks Config.Credentials is called once
+// per connection attempt, failed ones included, and that the CONNECT uses
+// what it returned that time: each call returns a new user and token, and
+// the broker's log shows which one each connection used.
+func TestCredentialsCalledPerAttempt(t *testing.T) {
+	const users = 8
+	creds := map[string]string{}
+	for i := 1; i <= users; i++ {
+		creds[fmt.Sprintf("dev-%d", i)] = fmt.Sprintf("token-%d", i)
+	}
+	m, p := rig(t, testbroker.MosquittoOptions{Users: creds})
+	dead := fmt.Sprintf("tcp://127.0.0.1:%d", testbroker.FreePort(t))
+	var mu sync.Mutex
+	calls := 0
+	var ev events
+	c := newClient(t, client.Config{
+		Brokers:  []string{dead, p.URL()},
+		ClientID: "creds",
+		Credentials: func(ctx context.Context) (string, string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			k := min(calls, users)
+			return fmt.Sprintf("dev-%d", k), fmt.Sprintf("token-%d", k), nil
+		},
+		Hooks: client.Hooks{OnConnection: ev.hook},
+	})
+	called := func() int { mu.Lock(); defer mu.Unlock(); return calls }
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.AwaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, a := called(), ev.count(reconnect.Connecting); n != a || n < 2 {
+		t.Fatalf("%d calls for %d attempts (the first at a dead broker)", n, a)
+	}
+	user := func() string { return fmt.Sprintf("dev-%d", min(called(), users)) }
+	first := user()
+	testbroker.Eventually(t, 10*time.Second, func() bool { return connectedAs(m, "creds", first) }, "connected as %s", first)
+
+	p.Cut()
+	testbroker.Eventually(t, 20*time.Second, func() bool { return c.Stats().Reconnects >= 1 && c.IsConnected() }, "reconnected")
+	if n, a := called(), ev.count(reconnect.Connecting); n != a {
+		t.Fatalf("%d calls for %d attempts", n, a)
+	}
+	if second := user(); second == first {
+		t.Fatalf("no new call for the reconnection (still %s)", second)
+	} else {
+		testbroker.Eventually(t, 10*time.Second, func() bool { return connectedAs(m, "creds", second) },
+			"reconnected with the new token, as %s", second)
+	}
+}
+
+// TestCredentialsErrors checks a failing credentials function: retried with
+// backoff, unless its error is permanent; a password never shows in the
+// errors reported.
+func TestCredentialsErrors(t *testing.T) {
+	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{Users: map[string]string{"dev": "s3cret-token"}})
+	var mu sync.Mutex
+	calls := 0
+	var ev events
+	c := newClient(t, client.Config{
+		Brokers: []string{m.URL()},
+		Credentials: func(ctx context.Context) (string, string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if calls++; calls == 1 {
+				return "", "", errors.New("token service unavailable")
+			}
+			return "dev", "s3cret-token", nil
+		},
+		Hooks: client.Hooks{OnConnection: ev.hook},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.AwaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if errs := ev.errors(); len(errs) != 1 || !errors.Is(errs[0], client.ErrCredentials) || reconnect.IsPermanent(errs[0]) {
+		t.Fatalf("attempt errors %v, want one transient ErrCredentials", errs)
+	}
+
+	requireRefusedOnce(t, client.Config{Brokers: []string{m.URL()}, ClientID: "perm",
+		Credentials: func(ctx context.Context) (string, string, error) {
+			return "", "", reconnect.Permanent(errors.New("device not provisioned"))
+		},
+	}, client.ErrCredentials)
+	requireRefusedOnce(t, client.Config{Brokers: []string{m.URL()}, ClientID: "nouser",
+		Credentials: func(ctx context.Context) (string, string, error) { return "", "s3cret-token", nil },
+	}, client.ErrInvalidConfig)
+}
+
+// TestBrokerURLCredentials checks the user information of a broker URL is
+// used for that broker (as paho does), and never shown in Stats.
+func TestBrokerURLCredentials(t *testing.T) {
+	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{Users: map[string]string{"dev": "url-s3cret"}})
+	dead := fmt.Sprintf("tcp://other:wrong@127.0.0.1:%d", testbroker.FreePort(t))
+	c := newClient(t, client.Config{Brokers: []string{dead, "tcp://dev:url-s3cret@" + m.Addr()}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.AwaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := fmt.Sprintf("%+v", c.Stats()); strings.Contains(st, "url-s3cret") {
+		t.Fatalf("Stats shows the password: %s", st)
+	}
+}
+
+// TestFromPahoCredentialsProvider checks paho's SetCredentialsProvider is
+// honoured through FromPaho: called once per attempt, its result used.
+func TestFromPahoCredentialsProvider(t *testing.T) {
+	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{Users: map[string]string{"dev": "paho-token"}})
+	var mu sync.Mutex
+	calls := 0
+	opts := mqtt.NewClientOptions().AddBroker(m.URL()).SetClientID("paho-creds").
+		SetUsername("dev").SetPassword("stale").
+		SetCredentialsProvider(func() (string, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			return "dev", "paho-token"
+		})
+	cfg := client.FromPaho(opts, "")
+	var ev events
+	cfg.Hooks.OnConnection = ev.hook
+	c := newClient(t, cfg)
+	cli := c.Paho()
+	if tok := cli.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("Connect: %v", tok.Error())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := ev.count(reconnect.Connecting); calls != n {
+		t.Fatalf("provider called %d times for %d attempts", calls, n)
+	}
 }
