@@ -172,8 +172,9 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.SetStore(c.d)
 	o.SetKeepAlive(cfg.KeepAlive)
 	// paho checks every KeepAlive/4 and pings after KeepAlive of silence: a
-	// ping timeout of KeepAlive/4 notices a black hole after about 1.5x.
-	o.SetPingTimeout(cfg.KeepAlive / 4)
+	// ping timeout of KeepAlive/4 (the default) notices a black hole after
+	// about 1.5x.
+	o.SetPingTimeout(cfg.PingTimeout)
 	o.SetConnectTimeout(cfg.ConnectTimeout)
 	o.SetWriteTimeout(cfg.WriteTimeout)
 	// No MaxResumePubInFlight: the store paho resumes from holds only the

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -21,8 +23,10 @@ import (
 // validates it once.
 type Config struct {
 	// Brokers are the broker URLs, tried in turn (failover). Schemes:
-	// tcp:// or mqtt:// (plain), ssl://, tls://, mqtts:// or tcps:// (TLS),
-	// ws:// and wss:// (WebSocket). Required.
+	// tcp:// or mqtt:// (plain), ssl://, tls://, mqtts://, tcps:// or
+	// mqtt+ssl:// (TLS), ws:// and wss:// (WebSocket), unix:///path (a Unix
+	// socket). User information in a URL (tcp://user:password@host) is the
+	// credentials for that broker, as in paho. Required.
 	Brokers []string
 
 	// ClientID identifies the session to the broker. With a durable outbox
@@ -81,6 +85,26 @@ type Config struct {
 
 	// WriteTimeout bounds one write to the network. Default 10s.
 	WriteTimeout time.Duration
+
+	// PingTimeout is how long a PINGRESP may be awaited before the
+	// connection is taken as lost. Default KeepAlive/4: paho pings after
+	// KeepAlive of silence and checks every KeepAlive/4 (at most 5s), so a
+	// black-holed link is noticed after about 1.5x KeepAlive.
+	PingTimeout time.Duration
+
+	// Dialer opens the network connections of tcp://, mqtt://, TLS and
+	// unix:// brokers (TLS runs over the connection it returns); a
+	// *net.Dialer or a proxy dialer fits. Each dial is bounded by
+	// ConnectTimeout through its context. Nil: a net.Dialer. For tcp://
+	// and TLS brokers the SOCKS5 proxy of the environment (ALL_PROXY,
+	// NO_PROXY) is used on top of it, as paho does. WebSocket connections
+	// are opened by the WebSocket library instead (see WebSocket).
+	Dialer ContextDialer
+
+	// WebSocket configures ws:// and wss:// connections. Nil: no extra
+	// HTTP header, default buffer sizes, the HTTP proxy of the environment
+	// (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), as in paho.
+	WebSocket *WebSocketOptions
 
 	// TLS is the TLS configuration for ssl://, tls://, mqtts://, tcps://,
 	// mqtt+ssl:// and wss:// brokers. Nil means the system roots and TLS 1.2
@@ -226,6 +250,27 @@ type Config struct {
 	fromPaho *pahoSettings
 }
 
+// ContextDialer opens network connections: *net.Dialer is one, and so are
+// the dialers of golang.org/x/net/proxy.
+type ContextDialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// WebSocketOptions configures ws:// and wss:// connections (paho's
+// SetHTTPHeaders and SetWebsocketOptions).
+type WebSocketOptions struct {
+	// Header is sent with the HTTP upgrade request (an API gateway's key,
+	// for instance). It is never logged.
+	Header http.Header
+	// ReadBufferSize and WriteBufferSize are the WebSocket library's I/O
+	// buffer sizes; 0 means its default (4 KiB).
+	ReadBufferSize  int
+	WriteBufferSize int
+	// Proxy returns the HTTP proxy of a request, or nil for none. Nil:
+	// http.ProxyFromEnvironment.
+	Proxy func(*http.Request) (*url.URL, error)
+}
+
 // TLSFiles names PEM files for TLS, read at every connection attempt.
 type TLSFiles struct {
 	// CAFile holds the certificates of the authorities trusted to sign the
@@ -308,11 +353,15 @@ func (c *Config) validate() error {
 		}
 		switch strings.ToLower(u.Scheme) {
 		case "tcp", "mqtt", "ssl", "tls", "mqtts", "tcps", "mqtt+ssl", "ws", "wss":
+			if u.Host == "" {
+				return fmt.Errorf("%w: broker %q: no host", ErrInvalidConfig, redactURL(b))
+			}
+		case "unix":
+			if u.Host == "" && u.Path == "" {
+				return fmt.Errorf("%w: broker %q: no socket path", ErrInvalidConfig, redactURL(b))
+			}
 		default:
 			return fmt.Errorf("%w: broker %q: unsupported scheme %q", ErrInvalidConfig, redactURL(b), u.Scheme)
-		}
-		if u.Host == "" {
-			return fmt.Errorf("%w: broker %q: no host", ErrInvalidConfig, redactURL(b))
 		}
 	}
 	if err := c.validateTLS(); err != nil { // security.go
@@ -338,7 +387,7 @@ func (c *Config) validate() error {
 		}
 	}
 	switch {
-	case c.KeepAlive < 0, c.ConnectTimeout < 0, c.WriteTimeout < 0, c.TTL < 0:
+	case c.KeepAlive < 0, c.ConnectTimeout < 0, c.WriteTimeout < 0, c.TTL < 0, c.PingTimeout < 0:
 		return fmt.Errorf("%w: negative duration", ErrInvalidConfig)
 	case c.MaxPending < 0:
 		return fmt.Errorf("%w: negative MaxPending", ErrInvalidConfig)
@@ -353,6 +402,9 @@ func (c *Config) validate() error {
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = defaultKeepAlive
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = c.KeepAlive / 4
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = defaultConnectTimeout

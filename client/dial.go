@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/net/proxy"
 
 	"github.com/holdfast-mqtt/holdfast/reconnect"
 )
@@ -63,22 +65,34 @@ func (c *Client) prepare(ctx context.Context, broker string) (*attempt, error) {
 
 // dial opens the network connection of attempt a, as paho would.
 func dial(a *attempt, cfg *Config) (net.Conn, error) {
+	if ps := cfg.fromPaho; ps != nil && ps.openConn != nil {
+		return ps.openConn(a.url, ps.opts) // paho's SetCustomOpenConnectionFn
+	}
 	ctx, cancel := context.WithTimeout(a.ctx, cfg.ConnectTimeout)
 	defer cancel()
 	u := a.url
-	d := &net.Dialer{}
+	var d ContextDialer = &net.Dialer{}
+	if cfg.Dialer != nil {
+		d = cfg.Dialer
+	}
 	host := u.Host
 	switch scheme := strings.ToLower(u.Scheme); scheme {
 	case "tcp", "mqtt":
 		if u.Port() == "" {
 			host = net.JoinHostPort(u.Hostname(), "1883")
 		}
-		return d.DialContext(ctx, "tcp", host)
+		return dialTCP(ctx, d, host)
+	case "unix":
+		path := u.Path
+		if u.Host != "" { // unix://socket.sock: relative to the working directory, as in paho
+			path = u.Host
+		}
+		return d.DialContext(ctx, "unix", path)
 	case "ssl", "tls", "mqtts", "tcps", "mqtt+ssl":
 		if u.Port() == "" {
 			host = net.JoinHostPort(u.Hostname(), "8883")
 		}
-		conn, err := d.DialContext(ctx, "tcp", host)
+		conn, err := dialTCP(ctx, d, host)
 		if err != nil {
 			return nil, err
 		}
@@ -91,9 +105,38 @@ func dial(a *attempt, cfg *Config) (net.Conn, error) {
 	case "ws", "wss":
 		dialURL := *u // as paho: the WebSocket library refuses user information
 		dialURL.User = nil
-		return mqtt.NewWebsocket(dialURL.String(), a.tls, cfg.ConnectTimeout, nil, nil)
+		var header http.Header
+		opts := &mqtt.WebsocketOptions{} // a copy each time: paho's NewWebsocket fills in Proxy
+		if w := cfg.WebSocket; w != nil {
+			header = w.Header.Clone()
+			opts.ReadBufferSize, opts.WriteBufferSize = w.ReadBufferSize, w.WriteBufferSize
+			if w.Proxy != nil {
+				opts.Proxy = w.Proxy
+			}
+		}
+		return mqtt.NewWebsocket(dialURL.String(), a.tls, cfg.ConnectTimeout, header, opts)
 	}
 	return nil, fmt.Errorf("holdfast: unsupported broker scheme %q", u.Scheme)
+}
+
+// dialTCP opens a TCP connection through the SOCKS5 proxy that the
+// environment names (ALL_PROXY, NO_PROXY), if any, as paho does.
+func dialTCP(ctx context.Context, d ContextDialer, addr string) (net.Conn, error) {
+	pd := proxy.FromEnvironmentUsing(forward{d, ctx})
+	if cd, ok := pd.(proxy.ContextDialer); ok {
+		return cd.DialContext(ctx, "tcp", addr)
+	}
+	return pd.Dial("tcp", addr)
+}
+
+// forward is a ContextDialer seen as a proxy.Dialer.
+type forward struct {
+	ContextDialer
+	ctx context.Context
+}
+
+func (f forward) Dial(network, addr string) (net.Conn, error) {
+	return f.DialContext(f.ctx, network, addr)
 }
 
 // tlsConn reports the broker's TLS alert rather than the write error it
