@@ -163,7 +163,10 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	// Holdfast's own choices, restored after the escape hatch because the
 	// guarantees depend on them.
 	o.Servers = nil
-	o.AddBroker(cfg.Brokers[0]) // the dial function picks the broker the supervisor chose
+	// The dial function picks the broker the supervisor chose, and the
+	// credentials provider its credentials: paho gets a URL without user
+	// information, which it would print in its logs.
+	o.AddBroker(withoutUser(cfg.Brokers[0]))
 	o.SetClientID(cfg.ClientID)
 	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1 that would mask a refusal's code
 	o.SetCleanSession(!cfg.persistentSession())

@@ -121,6 +121,16 @@ func redactURL(broker string) string {
 	return broker
 }
 
+// withoutUser returns broker without its user information.
+func withoutUser(broker string) string {
+	u, err := url.Parse(broker)
+	if err != nil || u.User == nil {
+		return broker
+	}
+	u.User = nil
+	return u.String()
+}
+
 // redactErr drops the URL that a *url.Error quotes (it may hold a
 // password), keeping what is wrong with it.
 func redactErr(err error) error {
