@@ -55,9 +55,12 @@ var (
 	ErrNotDrained = errors.New("holdfast: outbox not drained at close")
 
 	// ErrStopped is returned by calls that wait for a connection when the
-	// supervisor stopped for good after a permanent refusal (bad credentials,
-	// not authorised, identifier rejected). errors.Is also matches the
-	// broker's refusal. Fix the configuration and start a new client.
+	// supervisor stopped for good after a permanent refusal: bad
+	// credentials, not authorised, identifier rejected, a broker certificate
+	// that cannot be trusted, a refused client certificate. errors.Is also
+	// matches the refusal's typed error (ErrBadCredentials, ErrNotAuthorized,
+	// ErrTLSUnknownAuthority, ...) and paho's. Fix the cause, then call
+	// RetryNow (or start a new client).
 	ErrStopped = errors.New("holdfast: connection supervisor stopped")
 
 	// ErrSubscriptionRefused is returned by Subscribe (and is the error of

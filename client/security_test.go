@@ -263,6 +263,10 @@ func TestInsecureSkipVerifyNeedsItsOwnOption(t *testing.T) {
 	if !errors.Is(err, client.ErrInvalidConfig) || !strings.Contains(err.Error(), "InsecureSkipVerify") {
 		t.Fatalf("New with tls.Config.InsecureSkipVerify alone: %v, want ErrInvalidConfig naming Config.InsecureSkipVerify", err)
 	}
+	pahoOpts := mqtt.NewClientOptions().AddBroker(m.URL()).SetClientID("paho-insecure").SetTLSConfig(&tls.Config{InsecureSkipVerify: true})
+	if _, err := client.New(client.FromPaho(pahoOpts, "")); !errors.Is(err, client.ErrInvalidConfig) {
+		t.Fatalf("New(FromPaho) with an insecure TLS configuration: %v, want ErrInvalidConfig", err)
+	}
 	// From a function, at the attempt: refused permanently.
 	requireRefusedOnce(t, client.Config{Brokers: []string{m.URL()},
 		GetTLSConfig: func(context.Context, string) (*tls.Config, error) { return &tls.Config{InsecureSkipVerify: true}, nil },
