@@ -33,9 +33,9 @@ type Client struct {
 	// by wireConn (see dispatcher.stale), so connecting never waits for it.
 	sendMu sync.Mutex
 
-	sess   atomic.Pointer[session]  // the current connection attempt or connection
-	conn   atomic.Pointer[wireConn] // the current network connection
-	target atomic.Pointer[string]   // the broker the next dial goes to
+	sess atomic.Pointer[session]  // the current connection attempt or connection
+	conn atomic.Pointer[wireConn] // the current network connection
+	att  atomic.Pointer[attempt]  // the current connection attempt: broker, TLS configuration (dial.go)
 
 	stats   counters
 	closing atomic.Bool
@@ -62,6 +62,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, pending: make(chan struct{}, cfg.MaxPending)}
+	if cfg.InsecureSkipVerify {
+		c.log.Warn("holdfast: Config.InsecureSkipVerify is set: the broker's certificate is NOT verified (tests only)")
+	}
 	// The dispatcher exists before the outbox opens: records that expire
 	// while it opens are reported through it (Stats, Hooks.OnDrop).
 	c.d = newDispatcher(&c.cfg, &c.stats)
@@ -160,7 +163,10 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	// Holdfast's own choices, restored after the escape hatch because the
 	// guarantees depend on them.
 	o.Servers = nil
-	o.AddBroker(cfg.Brokers[0]) // the dial function picks the broker the supervisor chose
+	// The dial function picks the broker the supervisor chose, and the
+	// credentials provider its credentials: paho gets a URL without user
+	// information, which it would print in its logs.
+	o.AddBroker(withoutUser(cfg.Brokers[0]))
 	o.SetClientID(cfg.ClientID)
 	o.SetProtocolVersion(4) // MQTT 3.1.1; no silent fallback to 3.1 that would mask a refusal's code
 	o.SetCleanSession(!cfg.persistentSession())
@@ -169,8 +175,9 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.SetStore(c.d)
 	o.SetKeepAlive(cfg.KeepAlive)
 	// paho checks every KeepAlive/4 and pings after KeepAlive of silence: a
-	// ping timeout of KeepAlive/4 notices a black hole after about 1.5x.
-	o.SetPingTimeout(cfg.KeepAlive / 4)
+	// ping timeout of KeepAlive/4 (the default) notices a black hole after
+	// about 1.5x.
+	o.SetPingTimeout(cfg.PingTimeout)
 	o.SetConnectTimeout(cfg.ConnectTimeout)
 	o.SetWriteTimeout(cfg.WriteTimeout)
 	// No MaxResumePubInFlight: the store paho resumes from holds only the
@@ -182,11 +189,11 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.SetResumeSubs(false) // subscriptions are restored by the client when the session is gone
 	o.SetAutoAckDisabled(true)
 	o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) {
-		broker := cfg.Brokers[0]
-		if p := c.target.Load(); p != nil {
-			broker = *p
+		a := c.att.Load() // set by connect before paho dials
+		if a == nil {
+			return nil, errors.New("holdfast: no connection attempt prepared")
 		}
-		conn, err := dial(broker, cfg)
+		conn, err := dial(a, cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -202,9 +209,15 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 	o.OnConnect = nil
 	o.OnReconnecting = nil
 	if cfg.Username != "" {
-		o.SetUsername(cfg.Username)
+		o.SetUsername(cfg.Username) // for OptionsReader; the CONNECT takes the attempt's
 		o.SetPassword(cfg.Password)
 	}
+	o.SetCredentialsProvider(func() (string, string) {
+		if a := c.att.Load(); a != nil { // set by connect before paho builds the CONNECT
+			return a.user, a.pass
+		}
+		return cfg.Username, cfg.Password
+	})
 	if cfg.Will != nil {
 		o.SetBinaryWill(cfg.Will.Topic, cfg.Will.Payload, cfg.Will.QoS, cfg.Will.Retained)
 	}
@@ -240,21 +253,25 @@ func (s *session) lost(err error) {
 
 // connect is the supervisor's ConnectFunc: one attempt at broker.
 func (c *Client) connect(ctx context.Context, broker string) (reconnect.Conn, error) {
+	a, err := c.prepare(ctx, broker)
+	if err != nil {
+		return nil, err
+	}
 	s := &session{broker: broker, done: make(chan struct{})}
-	c.target.Store(&broker)
+	c.att.Store(a)
 	c.sess.Store(s)
 	tok := c.paho.Connect()
 	// paho bounds the attempt by ConnectTimeout; it is awaited even when
 	// ctx ends so that no attempt outlives the call.
 	<-tok.Done()
 	if err := tok.Error(); err != nil {
-		ct, _ := tok.(*mqtt.ConnectToken)
-		if ct != nil && ct.ReturnCode() != 0 && ct.ReturnCode() < 0x80 {
-			// A CONNACK refusal: reconnect classifies it by code
-			// (bad credentials, not authorised... are permanent).
-			return nil, &reconnect.RefusedError{Code: reconnect.ConnackCode(ct.ReturnCode()), Err: err}
+		var rc byte
+		if ct, _ := tok.(*mqtt.ConnectToken); ct != nil {
+			rc = ct.ReturnCode()
 		}
-		return nil, err
+		// Typed and classified: bad credentials, not authorised, an
+		// untrusted or expired certificate... are permanent (refusal.go).
+		return nil, refusal(err, rc)
 	}
 	if ctx.Err() != nil {
 		c.paho.Disconnect(0)
@@ -273,7 +290,7 @@ func (c *Client) onEvent(ev reconnect.Event) {
 			c.stats.reconnects.Add(1)
 		}
 	}
-	c.log.Info("holdfast: connection", "state", ev.State.String(), "broker", ev.Broker, "attempt", ev.Attempt, "delay", ev.Delay, "cause", ev.Err)
+	c.log.Info("holdfast: connection", "state", ev.State.String(), "broker", redactURL(ev.Broker), "attempt", ev.Attempt, "delay", ev.Delay, "cause", ev.Err)
 	if c.cfg.Hooks.OnConnection != nil {
 		c.cfg.Hooks.OnConnection(ev)
 	}
@@ -386,7 +403,7 @@ func (c *Client) close(ctx context.Context) error {
 // Stats is a snapshot of the client's state and counters.
 type Stats struct {
 	State       reconnect.State
-	Broker      string
+	Broker      string        // the current or last broker (a password in its URL is shown as "xxxxx")
 	Queued      int           // messages in the outbox, in flight included
 	QueuedBytes int64         // their size
 	OldestAge   time.Duration // age of the oldest queued message; 0 when empty
@@ -417,7 +434,7 @@ func (c *Client) Stats() Stats {
 	broker, _ := c.sup.Current()
 	st := Stats{
 		State:       c.sup.State(),
-		Broker:      broker,
+		Broker:      redactURL(broker),
 		Queued:      qs.Len,
 		QueuedBytes: qs.Bytes,
 		Inflight:    inflight,

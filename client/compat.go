@@ -3,10 +3,10 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"reflect"
+	"net/url"
 	"sync"
 	"time"
 
@@ -48,6 +48,7 @@ type pahoSettings struct {
 	onLost         mqtt.ConnectionLostHandler
 	onReconnecting mqtt.ReconnectHandler
 	onNotify       mqtt.ConnectionNotificationHandler
+	openConn       mqtt.OpenConnectionFunc // SetCustomOpenConnectionFn; nil: Holdfast dials
 	refused        []string
 }
 
@@ -55,17 +56,27 @@ type pahoSettings struct {
 // outbox ("" for an in-memory one). Every option is either carried over or
 // makes New fail with an error wrapping ErrInvalidConfig that names it:
 //
-// Carried over: brokers (AddBroker; unix:// is refused), client identifier,
-// username and password, clean session (false asks for a persistent
-// session; with an outbox directory the session is always persistent),
-// keepalive, connect and write timeouts, TLS configuration, will,
-// SetOrderMatters (false: up to 64 handlers at once, see
-// Config.HandlerConcurrency), SetMaxReconnectInterval (Config.Backoff's
-// MaxInterval), SetMaxResumePubInFlight (Config.MaxInflight), and the
-// handlers, run through the adapter (Client.Paho) as paho runs them, with
-// the adapter as their client argument: the default publish handler (for
-// nil-callback subscriptions and messages that match no route, from the
-// first connection), OnConnect after each connection, connection-lost,
+// Carried over: brokers (AddBroker, unix:// included; user information in
+// a broker URL is that broker's credentials), client identifier, username
+// and password, SetCredentialsProvider (Config.Credentials, called once per
+// attempt), clean session (false asks for a persistent session; with an
+// outbox directory the session is always persistent), keepalive, connect
+// and write timeouts, SetPingTimeout (other than paho's default of 10s,
+// which becomes Holdfast's KeepAlive/4), the TLS configuration (one with
+// InsecureSkipVerify also needs Config.InsecureSkipVerify, or New refuses
+// it), SetConnectionAttemptHandler (Config.GetTLSConfig: called before
+// each attempt at a TLS broker only), SetDialer (Config.Dialer; the SOCKS5
+// proxy of the environment applies as in paho), SetHTTPHeaders and
+// SetWebsocketOptions (Config.WebSocket), SetCustomOpenConnectionFn (called
+// for each attempt with the broker chosen and the options; Holdfast watches
+// the connection it returns), will, SetOrderMatters (false: up to 64
+// handlers at once, see Config.HandlerConcurrency),
+// SetMaxReconnectInterval (Config.Backoff's MaxInterval),
+// SetMaxResumePubInFlight (Config.MaxInflight), and the handlers, run
+// through the adapter (Client.Paho) as paho runs them, with the adapter as
+// their client argument: the default publish handler (for nil-callback
+// subscriptions and messages that match no route, from the first
+// connection), OnConnect after each connection, connection-lost,
 // reconnecting (before each attempt after a loss; changes it makes to the
 // options are ignored) and connection-notification.
 //
@@ -74,12 +85,9 @@ type pahoSettings struct {
 // ResumeSubs (subscriptions are always restored), SetStore when outboxDir
 // is set (the outbox), MessageChannelDepth (unused by paho too).
 //
-// Refused: SetCredentialsProvider, SetHTTPHeaders, SetWebsocketOptions,
-// SetDialer (other than paho's default), SetCustomOpenConnectionFn,
-// SetConnectionAttemptHandler, SetPingTimeout other than paho's default
-// (Holdfast's is KeepAlive/4), SetProtocolVersion other than 4,
-// SetAutoAckDisabled (a message is acknowledged when its callbacks return),
-// and SetStore with an in-memory outbox (pass a directory instead).
+// Refused: SetProtocolVersion other than 4, SetAutoAckDisabled (a message
+// is acknowledged when its callbacks return), and SetStore with an
+// in-memory outbox (pass a directory instead).
 func FromPaho(o *mqtt.ClientOptions, outboxDir string) Config {
 	r := mqtt.NewOptionsReader(o)
 	cfg := Config{
@@ -118,26 +126,36 @@ func FromPaho(o *mqtt.ClientOptions, outboxDir string) Config {
 		onReconnecting: o.OnReconnecting, onNotify: o.OnConnectionNotification,
 	}
 	refuse := func(option, why string) { ps.refused = append(ps.refused, option+": "+why) }
-	if o.CredentialsProvider != nil {
-		refuse("SetCredentialsProvider", "credentials are fixed at New (Username, Password)")
+	if prov := o.CredentialsProvider; prov != nil {
+		cfg.Credentials = func(context.Context) (string, string, error) {
+			u, p := prov()
+			return u, p, nil
+		}
 	}
-	if len(o.HTTPHeaders) > 0 {
-		refuse("SetHTTPHeaders", "WebSocket headers are not supported")
+	if len(o.HTTPHeaders) > 0 || o.WebsocketOptions != nil {
+		w := &WebSocketOptions{Header: o.HTTPHeaders.Clone()}
+		if wo := o.WebsocketOptions; wo != nil {
+			w.ReadBufferSize, w.WriteBufferSize, w.Proxy = wo.ReadBufferSize, wo.WriteBufferSize, wo.Proxy
+		}
+		cfg.WebSocket = w
 	}
-	if w := o.WebsocketOptions; w != nil && (w.ReadBufferSize != 0 || w.WriteBufferSize != 0 || w.Proxy != nil) {
-		refuse("SetWebsocketOptions", "WebSocket options are not supported")
+	if o.Dialer != nil {
+		cfg.Dialer = o.Dialer
 	}
-	if o.Dialer != nil && !reflect.DeepEqual(*o.Dialer, net.Dialer{Timeout: 30 * time.Second}) {
-		refuse("SetDialer", "Holdfast dials itself (timeout: ConnectTimeout)")
+	ps.openConn = o.CustomOpenConnectionFn
+	if h := o.OnConnectAttempt; h != nil {
+		base := cfg.TLS
+		cfg.TLS = nil // exclusive with GetTLSConfig
+		cfg.GetTLSConfig = func(_ context.Context, broker string) (*tls.Config, error) {
+			u, err := url.Parse(broker)
+			if err != nil {
+				return nil, err
+			}
+			return h(u, base), nil
+		}
 	}
-	if o.CustomOpenConnectionFn != nil {
-		refuse("SetCustomOpenConnectionFn", "Holdfast opens the connection itself")
-	}
-	if o.OnConnectAttempt != nil {
-		refuse("SetConnectionAttemptHandler", "the TLS configuration is fixed at New")
-	}
-	if o.PingTimeout != 0 && o.PingTimeout != 10*time.Second { // 10s: paho's default
-		refuse("SetPingTimeout", "the ping timeout is KeepAlive/4")
+	if o.PingTimeout != 0 && o.PingTimeout != 10*time.Second { // 10s: paho's default, replaced by KeepAlive/4
+		cfg.PingTimeout = o.PingTimeout
 	}
 	if v := o.ProtocolVersion; v != 0 && v != 4 {
 		refuse("SetProtocolVersion", fmt.Sprintf("only MQTT 3.1.1 (4), not %d", v))

@@ -281,23 +281,9 @@ func TestFromPahoRefusesWhatItCannotHonour(t *testing.T) {
 		option string
 		set    func(o *mqtt.ClientOptions)
 	}{
-		{"SetCredentialsProvider", func(o *mqtt.ClientOptions) {
-			o.SetCredentialsProvider(func() (string, string) { return "u", "p" })
-		}},
-		{"SetHTTPHeaders", func(o *mqtt.ClientOptions) { o.SetHTTPHeaders(http.Header{"X-A": {"b"}}) }},
-		{"SetWebsocketOptions", func(o *mqtt.ClientOptions) { o.SetWebsocketOptions(&mqtt.WebsocketOptions{ReadBufferSize: 1}) }},
-		{"SetDialer", func(o *mqtt.ClientOptions) { o.SetDialer(&net.Dialer{Timeout: time.Second}) }},
-		{"SetCustomOpenConnectionFn", func(o *mqtt.ClientOptions) {
-			o.SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) { return nil, errors.New("x") })
-		}},
-		{"SetConnectionAttemptHandler", func(o *mqtt.ClientOptions) {
-			o.SetConnectionAttemptHandler(func(*url.URL, *tls.Config) *tls.Config { return nil })
-		}},
-		{"SetPingTimeout", func(o *mqtt.ClientOptions) { o.SetPingTimeout(3 * time.Second) }},
 		{"SetProtocolVersion", func(o *mqtt.ClientOptions) { o.SetProtocolVersion(3) }},
 		{"SetAutoAckDisabled", func(o *mqtt.ClientOptions) { o.SetAutoAckDisabled(true) }},
 		{"SetStore", func(o *mqtt.ClientOptions) { o.SetStore(mqtt.NewMemoryStore()) }},
-		{"unix", func(o *mqtt.ClientOptions) { o.Servers = nil; o.AddBroker("unix:///tmp/mqtt.sock") }},
 	}
 	for _, tc := range cases {
 		o := base()
@@ -313,7 +299,11 @@ func TestFromPahoRefusesWhatItCannotHonour(t *testing.T) {
 	// What it honours, or replaces with its own equivalent, is accepted.
 	o := base().SetOrderMatters(false).SetAutoReconnect(false).SetConnectRetry(true).SetResumeSubs(true).
 		SetMaxReconnectInterval(time.Second).SetStore(mqtt.NewMemoryStore()).SetPingTimeout(10 * time.Second).
-		SetProtocolVersion(4).SetDialer(&net.Dialer{Timeout: 30 * time.Second})
+		SetProtocolVersion(4).SetDialer(&net.Dialer{Timeout: time.Second}).SetPingTimeout(3 * time.Second).
+		SetHTTPHeaders(http.Header{"X-A": {"b"}}).SetWebsocketOptions(&mqtt.WebsocketOptions{ReadBufferSize: 1}).
+		SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) { return nil, errors.New("x") }).
+		SetConnectionAttemptHandler(func(*url.URL, *tls.Config) *tls.Config { return nil })
+	o.AddBroker("unix:///tmp/mqtt.sock")
 	c, err := client.New(client.FromPaho(o, t.TempDir()))
 	if err != nil {
 		t.Fatalf("honoured options refused: %v", err)

@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -21,8 +23,10 @@ import (
 // validates it once.
 type Config struct {
 	// Brokers are the broker URLs, tried in turn (failover). Schemes:
-	// tcp:// or mqtt:// (plain), ssl://, tls://, mqtts:// or tcps:// (TLS),
-	// ws:// and wss:// (WebSocket). Required.
+	// tcp:// or mqtt:// (plain), ssl://, tls://, mqtts://, tcps:// or
+	// mqtt+ssl:// (TLS), ws:// and wss:// (WebSocket), unix:///path (a Unix
+	// socket). User information in a URL (tcp://user:password@host) is the
+	// credentials for that broker, as in paho. Required.
 	Brokers []string
 
 	// ClientID identifies the session to the broker. With a durable outbox
@@ -82,14 +86,76 @@ type Config struct {
 	// WriteTimeout bounds one write to the network. Default 10s.
 	WriteTimeout time.Duration
 
-	// TLS is the TLS configuration for ssl://, tls://, mqtts://, tcps://
-	// and wss:// brokers. Nil means the system roots.
+	// PingTimeout is how long a PINGRESP may be awaited before the
+	// connection is taken as lost. Default KeepAlive/4: paho pings after
+	// KeepAlive of silence and checks every KeepAlive/4 (at most 5s), so a
+	// black-holed link is noticed after about 1.5x KeepAlive.
+	PingTimeout time.Duration
+
+	// Dialer opens the network connections of tcp://, mqtt://, TLS and
+	// unix:// brokers (TLS runs over the connection it returns); a
+	// *net.Dialer or a proxy dialer fits. Each dial is bounded by
+	// ConnectTimeout through its context. Nil: a net.Dialer. For tcp://
+	// and TLS brokers the SOCKS5 proxy of the environment (ALL_PROXY,
+	// NO_PROXY) is used on top of it, as paho does. WebSocket connections
+	// are opened by the WebSocket library instead (see WebSocket).
+	Dialer ContextDialer
+
+	// WebSocket configures ws:// and wss:// connections. Nil: no extra
+	// HTTP header, default buffer sizes, the HTTP proxy of the environment
+	// (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), as in paho.
+	WebSocket *WebSocketOptions
+
+	// TLS is the TLS configuration for ssl://, tls://, mqtts://, tcps://,
+	// mqtt+ssl:// and wss:// brokers. Nil means the system roots and TLS 1.2
+	// or later. The broker's certificate is always verified: a configuration
+	// with InsecureSkipVerify is refused unless Config.InsecureSkipVerify is
+	// set too. An empty ServerName is the broker URL's host name, which is
+	// both verified and sent as SNI. The configuration is cloned at each
+	// attempt; TLSFiles, when set, fills in its RootCAs and Certificates.
+	// Exclusive with GetTLSConfig.
 	TLS *tls.Config
 
+	// TLSFiles names PEM files read at every connection attempt to a TLS
+	// broker, so that a certificate rotated on disk is used from the next
+	// connection without a restart. New reads them once and refuses files
+	// it cannot use (ErrInvalidConfig); at an attempt, a file that cannot be
+	// read (a rotation half done) fails that attempt, which is retried with
+	// backoff. Nil: none. Exclusive with GetTLSConfig.
+	TLSFiles *TLSFiles
+
+	// GetTLSConfig, when set, is called once per connection attempt to a
+	// TLS broker, with the attempt's context and the broker URL, for the
+	// configuration to use (nil: the defaults of TLS). An error fails the
+	// attempt: it is retried with backoff unless it wraps
+	// reconnect.Permanent. The configuration returned is cloned and must
+	// not skip verification unless Config.InsecureSkipVerify is set (else
+	// the attempt fails permanently with ErrInvalidConfig). Exclusive with
+	// TLS and TLSFiles.
+	GetTLSConfig func(ctx context.Context, broker string) (*tls.Config, error)
+
+	// InsecureSkipVerify turns the verification of the broker's
+	// certificate OFF: any server, including an attacker in the middle, is
+	// accepted. For tests only. It is the only way to connect without
+	// verification; New logs a warning when it is set.
+	InsecureSkipVerify bool
+
 	// Username and Password authenticate to the broker. They are never
-	// logged.
+	// logged, nor shown in errors or Stats. A broker URL's user information
+	// (tcp://user:password@host), as in paho, takes their place for that
+	// broker; Credentials takes the place of both.
 	Username string
 	Password string
+
+	// Credentials, when set, is called once per connection attempt, with
+	// the attempt's context, for the user name and password of that
+	// CONNECT: for tokens that expire (JWTs of cloud IoT brokers), fetch or
+	// mint a fresh one here. An error fails the attempt with an error
+	// wrapping ErrCredentials, retried with backoff unless it wraps
+	// reconnect.Permanent. A password without a user name (which MQTT 3.1.1
+	// cannot carry) fails the attempt permanently with ErrInvalidConfig. It
+	// is called from the supervisor's goroutine, one call at a time.
+	Credentials func(ctx context.Context) (username, password string, err error)
 
 	// Will is the last-will message, sent by the broker if this client
 	// vanishes without disconnecting. Nil means none.
@@ -184,6 +250,41 @@ type Config struct {
 	fromPaho *pahoSettings
 }
 
+// ContextDialer opens network connections: *net.Dialer is one, and so are
+// the dialers of golang.org/x/net/proxy.
+type ContextDialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// WebSocketOptions configures ws:// and wss:// connections (paho's
+// SetHTTPHeaders and SetWebsocketOptions).
+type WebSocketOptions struct {
+	// Header is sent with the HTTP upgrade request (an API gateway's key,
+	// for instance). It is never logged.
+	Header http.Header
+	// ReadBufferSize and WriteBufferSize are the WebSocket library's I/O
+	// buffer sizes; 0 means its default (4 KiB).
+	ReadBufferSize  int
+	WriteBufferSize int
+	// Proxy returns the HTTP proxy of a request, or nil for none. Nil:
+	// http.ProxyFromEnvironment.
+	Proxy func(*http.Request) (*url.URL, error)
+}
+
+// TLSFiles names PEM files for TLS, read at every connection attempt.
+type TLSFiles struct {
+	// CAFile holds the certificates of the authorities trusted to sign the
+	// broker's certificate; they replace Config.TLS's RootCAs (and the
+	// system roots). Empty: Config.TLS's RootCAs, or the system roots.
+	CAFile string
+	// CertFile and KeyFile hold the client certificate (with its chain)
+	// and its private key, for brokers that require mutual TLS; both or
+	// neither. They replace Config.TLS's Certificates. The key is never
+	// logged nor put in an error.
+	CertFile string
+	KeyFile  string
+}
+
 // Will is a last-will message.
 type Will struct {
 	Topic    string
@@ -248,16 +349,23 @@ func (c *Config) validate() error {
 	for _, b := range c.Brokers {
 		u, err := url.Parse(b)
 		if err != nil {
-			return fmt.Errorf("%w: broker %q: %v", ErrInvalidConfig, b, err)
+			return fmt.Errorf("%w: broker %q: %v", ErrInvalidConfig, redactURL(b), redactErr(err))
 		}
 		switch strings.ToLower(u.Scheme) {
-		case "tcp", "mqtt", "ssl", "tls", "mqtts", "tcps", "ws", "wss":
+		case "tcp", "mqtt", "ssl", "tls", "mqtts", "tcps", "mqtt+ssl", "ws", "wss":
+			if u.Host == "" {
+				return fmt.Errorf("%w: broker %q: no host", ErrInvalidConfig, redactURL(b))
+			}
+		case "unix":
+			if u.Host == "" && u.Path == "" {
+				return fmt.Errorf("%w: broker %q: no socket path", ErrInvalidConfig, redactURL(b))
+			}
 		default:
-			return fmt.Errorf("%w: broker %q: unsupported scheme %q", ErrInvalidConfig, b, u.Scheme)
+			return fmt.Errorf("%w: broker %q: unsupported scheme %q", ErrInvalidConfig, redactURL(b), u.Scheme)
 		}
-		if u.Host == "" {
-			return fmt.Errorf("%w: broker %q: no host", ErrInvalidConfig, b)
-		}
+	}
+	if err := c.validateTLS(); err != nil { // security.go
+		return err
 	}
 	if c.persistentSession() {
 		if c.ClientID == "" {
@@ -279,7 +387,7 @@ func (c *Config) validate() error {
 		}
 	}
 	switch {
-	case c.KeepAlive < 0, c.ConnectTimeout < 0, c.WriteTimeout < 0, c.TTL < 0:
+	case c.KeepAlive < 0, c.ConnectTimeout < 0, c.WriteTimeout < 0, c.TTL < 0, c.PingTimeout < 0:
 		return fmt.Errorf("%w: negative duration", ErrInvalidConfig)
 	case c.MaxPending < 0:
 		return fmt.Errorf("%w: negative MaxPending", ErrInvalidConfig)
@@ -294,6 +402,9 @@ func (c *Config) validate() error {
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = defaultKeepAlive
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = c.KeepAlive / 4
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = defaultConnectTimeout

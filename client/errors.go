@@ -55,9 +55,12 @@ var (
 	ErrNotDrained = errors.New("holdfast: outbox not drained at close")
 
 	// ErrStopped is returned by calls that wait for a connection when the
-	// supervisor stopped for good after a permanent refusal (bad credentials,
-	// not authorised, identifier rejected). errors.Is also matches the
-	// broker's refusal. Fix the configuration and start a new client.
+	// supervisor stopped for good after a permanent refusal: bad
+	// credentials, not authorised, identifier rejected, a broker certificate
+	// that cannot be trusted, a refused client certificate. errors.Is also
+	// matches the refusal's typed error (ErrBadCredentials, ErrNotAuthorized,
+	// ErrTLSUnknownAuthority, ...) and paho's. Fix the cause, then call
+	// RetryNow (or start a new client).
 	ErrStopped = errors.New("holdfast: connection supervisor stopped")
 
 	// ErrSubscriptionRefused is returned by Subscribe (and is the error of
@@ -67,4 +70,52 @@ var (
 	// retrying the same filter gets the same answer until the broker's
 	// configuration changes.
 	ErrSubscriptionRefused = errors.New("holdfast: subscription refused by the broker")
+
+	// ErrBadCredentials matches a refusal of the connection by the broker
+	// with CONNACK code 4, "bad user name or password". It is permanent: the
+	// supervisor stops (AwaitConnected and Flush return ErrStopped wrapping
+	// it) instead of retrying. Fix the credentials (Username, Password,
+	// Credentials), then call RetryNow.
+	ErrBadCredentials = errors.New("holdfast: bad user name or password")
+
+	// ErrNotAuthorized matches a refusal with CONNACK code 5, "not
+	// authorised". Mosquitto answers a wrong password this way too. It is
+	// permanent, as ErrBadCredentials: fix the credentials or the broker's
+	// configuration, then call RetryNow.
+	ErrNotAuthorized = errors.New("holdfast: not authorised by the broker")
+
+	// ErrTLSUnknownAuthority matches a TLS handshake that failed because the
+	// broker's certificate is not signed by a trusted authority (Config.TLS
+	// RootCAs, TLSFiles.CAFile, or the system roots). It is permanent:
+	// configure the right CA, then call RetryNow (with TLSFiles, the CA file
+	// is read again at that attempt).
+	ErrTLSUnknownAuthority = errors.New("holdfast: broker certificate signed by an unknown authority")
+
+	// ErrTLSCertificateExpired matches a TLS handshake that failed because
+	// the broker's certificate (or one in its chain) has expired or is not
+	// valid yet. It is permanent until the broker's certificate is renewed
+	// (or this machine's clock fixed); then call RetryNow.
+	ErrTLSCertificateExpired = errors.New("holdfast: broker certificate expired or not yet valid")
+
+	// ErrTLSHostname matches a TLS handshake that failed because the
+	// broker's certificate is not valid for the host name being verified:
+	// the broker URL's host, or tls.Config.ServerName when set. It is
+	// permanent: connect by a name the certificate carries, or set
+	// ServerName, then call RetryNow.
+	ErrTLSHostname = errors.New("holdfast: broker certificate not valid for the host name")
+
+	// ErrTLSClientCertificate matches a TLS connection that the broker
+	// closed with an alert about this client's certificate: missing,
+	// unknown, expired, revoked or otherwise rejected (mutual TLS). It is
+	// permanent: install a certificate the broker accepts, then call
+	// RetryNow. With Config.TLSFiles, a certificate replaced on disk is read
+	// at the next attempt; Backoff.OnPermanent = reconnect.SlowOnPermanent
+	// keeps attempting, slowly, so that a rotation fixes it unattended.
+	ErrTLSClientCertificate = errors.New("holdfast: broker refused the client certificate")
+
+	// ErrCredentials wraps the error of Config.Credentials, which failed a
+	// connection attempt. It is retried with backoff, unless the function's
+	// error wraps reconnect.Permanent: then the supervisor stops
+	// (ErrStopped) until RetryNow.
+	ErrCredentials = errors.New("holdfast: credentials function failed")
 )

@@ -1,17 +1,13 @@
 package client
 
 import (
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/holdfast-mqtt/holdfast/outbox"
 )
@@ -157,41 +153,4 @@ func publishID(b []byte) (uint16, bool) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint16(b[i:]), true
-}
-
-// dial opens a network connection to broker, as paho would, and wraps it.
-func dial(broker string, cfg *Config) (net.Conn, error) {
-	u, err := url.Parse(broker)
-	if err != nil {
-		return nil, err
-	}
-	d := &net.Dialer{Timeout: cfg.ConnectTimeout}
-	host := u.Host
-	scheme := strings.ToLower(u.Scheme)
-	switch scheme {
-	case "tcp", "mqtt":
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), "1883")
-		}
-		return d.Dial("tcp", host)
-	case "ssl", "tls", "mqtts", "tcps":
-		if u.Port() == "" {
-			host = net.JoinHostPort(u.Hostname(), "8883")
-		}
-		tc := cfg.TLS.Clone()
-		if tc == nil {
-			tc = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		if tc.ServerName == "" {
-			tc.ServerName = u.Hostname()
-		}
-		return tls.DialWithDialer(d, "tcp", host, tc)
-	case "ws", "wss":
-		var tc *tls.Config
-		if scheme == "wss" {
-			tc = cfg.TLS.Clone()
-		}
-		return mqtt.NewWebsocket(u.String(), tc, cfg.ConnectTimeout, nil, nil)
-	}
-	return nil, fmt.Errorf("holdfast: unsupported broker scheme %q", u.Scheme)
 }

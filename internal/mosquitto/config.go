@@ -78,6 +78,13 @@ type TLS struct {
 	CAPEM   []byte // the CA certificate (cafile)
 	CertPEM []byte // the server certificate (certfile)
 	KeyPEM  []byte // the server's private key (keyfile)
+	// RequireCertificate makes clients present a certificate issued by the
+	// CA (require_certificate true): mutual TLS.
+	RequireCertificate bool
+	// IdentityAsUsername makes the client certificate's common name the
+	// client's user name (use_identity_as_username true), as the broker's
+	// log shows it; it implies RequireCertificate.
+	IdentityAsUsername bool
 }
 
 // writeFiles writes what the configuration refers to: TLS material,
@@ -131,7 +138,14 @@ func (b *Broker) writeConfig() error {
 		line("cafile %s", filepath.Join(b.dir, caName))
 		line("certfile %s", filepath.Join(b.dir, certName))
 		line("keyfile %s", filepath.Join(b.dir, keyName))
-		line("require_certificate false")
+		if o.TLS.RequireCertificate || o.TLS.IdentityAsUsername {
+			line("require_certificate true")
+		} else {
+			line("require_certificate false")
+		}
+		if o.TLS.IdentityAsUsername {
+			line("use_identity_as_username true")
+		}
 	}
 	line("set_tcp_nodelay true")
 

@@ -21,6 +21,17 @@ type MosquittoOptions struct {
 	// (ECDSA, for 127.0.0.1 and "localhost") generated for the test; see CA,
 	// CAPEM and ClientTLSConfig. URL then starts with "ssl://".
 	TLS bool
+	// TLSServerCert, with TLS, issues the server's certificate from the
+	// generated CA instead of CA.IssueServer (an expired one, one for another
+	// host name, ...).
+	TLSServerCert func(t testing.TB, ca *CA) (certPEM, keyPEM []byte)
+	// TLSRequireClientCert, with TLS, makes the broker require a client
+	// certificate issued by the generated CA (mutual TLS); see CA.IssueClient.
+	TLSRequireClientCert bool
+	// TLSIdentityAsUsername, with TLS, makes the client certificate's common
+	// name the user name the broker logs (u'name' in its connection
+	// messages); it implies TLSRequireClientCert.
+	TLSIdentityAsUsername bool
 	// Users maps user names to passwords. When non-empty a password file is
 	// written with mosquitto_passwd and anonymous access is refused.
 	Users map[string]string
@@ -67,8 +78,13 @@ func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
 	var tm *mosquitto.TLS
 	if opts.TLS {
 		m.ca = NewCA(t, "Holdfast test CA")
-		certPEM, keyPEM := m.ca.IssueServer(t)
-		tm = &mosquitto.TLS{CAPEM: m.ca.CertPEM, CertPEM: certPEM, KeyPEM: keyPEM}
+		issue := opts.TLSServerCert
+		if issue == nil {
+			issue = func(t testing.TB, ca *CA) ([]byte, []byte) { return ca.IssueServer(t) }
+		}
+		certPEM, keyPEM := issue(t, m.ca)
+		tm = &mosquitto.TLS{CAPEM: m.ca.CertPEM, CertPEM: certPEM, KeyPEM: keyPEM,
+			RequireCertificate: opts.TLSRequireClientCert, IdentityAsUsername: opts.TLSIdentityAsUsername}
 	}
 	b, err := mosquitto.New(m.options(path, tm))
 	switch {

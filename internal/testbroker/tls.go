@@ -56,31 +56,64 @@ func NewCA(t testing.TB, name string) *CA {
 }
 
 // IssueServer issues a server certificate for TLSServerName and 127.0.0.1,
-// returning the certificate and its PKCS #8 private key, PEM-encoded.
+// valid from an hour ago for a day, returning the certificate and its PKCS #8
+// private key, PEM-encoded.
 func (ca *CA) IssueServer(t testing.TB) (certPEM, keyPEM []byte) {
+	t.Helper()
+	now := time.Now()
+	return ca.Issue(t, Leaf{
+		CommonName: TLSServerName, DNSNames: []string{TLSServerName}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), Server: true,
+	})
+}
+
+// IssueClient issues a client certificate with the given common name, valid
+// from an hour ago for a day, returning the certificate and its PKCS #8
+// private key, PEM-encoded.
+func (ca *CA) IssueClient(t testing.TB, commonName string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	now := time.Now()
+	return ca.Issue(t, Leaf{CommonName: commonName, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour)})
+}
+
+// Leaf describes a certificate for Issue.
+type Leaf struct {
+	CommonName          string
+	DNSNames            []string
+	IPAddresses         []net.IP
+	NotBefore, NotAfter time.Time
+	Server              bool // server authentication; otherwise client authentication
+}
+
+// Issue issues the certificate l describes, signed by the CA, returning it
+// and its PKCS #8 private key, PEM-encoded. It fails the test on error.
+func (ca *CA) Issue(t testing.TB, l Leaf) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		t.Fatalf("testbroker: generate server key: %v", err)
+		t.Fatalf("testbroker: generate key: %v", err)
 	}
-	now := time.Now()
+	usage := x509.ExtKeyUsageClientAuth
+	if l.Server {
+		usage = x509.ExtKeyUsageServerAuth
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: TLSServerName, Organization: []string{"Holdfast tests"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
+		Subject:      pkix.Name{CommonName: l.CommonName, Organization: []string{"Holdfast tests"}},
+		NotBefore:    l.NotBefore,
+		NotAfter:     l.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{TLSServerName},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		DNSNames:     l.DNSNames,
+		IPAddresses:  l.IPAddresses,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
-		t.Fatalf("testbroker: create server certificate: %v", err)
+		t.Fatalf("testbroker: create certificate: %v", err)
 	}
 	pk, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatalf("testbroker: marshal server key: %v", err)
+		t.Fatalf("testbroker: marshal key: %v", err)
 	}
 	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", pk)
 }
