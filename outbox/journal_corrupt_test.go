@@ -236,3 +236,141 @@ func TestJournalCorruptFrameKeepsLaterRecords(t *testing.T) {
 		})
 	}
 }
+
+// FuzzJournalReplay overwrites bytes anywhere in the frame area of a journal
+// of a few frames and replays it. Replay must not fail or panic; the frames
+// and damaged stretches it returns must tile the file from the first frame
+// in order; every frame before the first changed byte comes back as it was,
+// and so does every frame left untouched after it (damage loses only the
+// frames it hit); a touched frame with untouched ones after it is reported
+// as damage, and without any, nothing is (a torn tail).
+func FuzzJournalReplay(f *testing.F) {
+	dir := f.TempDir()
+	j, _, _, err := openJournal(dir, journalHdrSize+2048)
+	if err != nil {
+		f.Fatal(err)
+	}
+	type frame struct {
+		off     int64
+		payload []byte
+	}
+	var orig []frame
+	for i := 0; i < 8; i++ {
+		j.begin()
+		j.set([]byte(fmt.Sprintf("key-%d", i)), bytes.Repeat([]byte{byte('a' + i)}, 10+17*i))
+		if i%3 == 0 {
+			j.del([]byte(fmt.Sprintf("gone-%d", i)))
+		}
+		p := append([]byte(nil), j.buf[frameHdrSize:]...)
+		off, err := j.write()
+		if err != nil {
+			f.Fatal(err)
+		}
+		orig = append(orig, frame{off, p})
+	}
+	if err := j.close(); err != nil {
+		f.Fatal(err)
+	}
+	pristine, err := os.ReadFile(filepath.Join(dir, journalName))
+	if err != nil {
+		f.Fatal(err)
+	}
+	work := f.TempDir()
+	area := int64(len(pristine) - journalHdrSize)
+	rel := func(fr frame) uint32 { return uint32(fr.off - journalHdrSize) }
+	f.Add(rel(orig[3])+frameHdrSize+3, bytes.Repeat([]byte{0xa5}, 16))  // one payload
+	f.Add(rel(orig[3]), bytes.Repeat([]byte{0xa5}, 16))                 // one header
+	f.Add(rel(orig[4])-8, bytes.Repeat([]byte{0}, 16))                  // across two frames
+	f.Add(rel(orig[0])+8, []byte{0xff, 0xff, 0xff, 0xff})               // first frame's length
+	f.Add(rel(orig[7])+frameHdrSize, []byte{1})                         // torn tail
+	f.Add(rel(orig[7])+300, []byte("junk after the last frame"))        // zero area
+	f.Add(rel(orig[2])+frameHdrSize, pristine[orig[5].off:orig[6].off]) // a copy of frame 5 inside frame 2
+	f.Add(uint32(0), bytes.Repeat([]byte{0x5a}, 2048))                  // everything
+	f.Fuzz(func(t *testing.T, at uint32, junk []byte) {
+		file := append([]byte(nil), pristine...)
+		start := journalHdrSize + int64(at)%area
+		copy(file[start:], junk)
+		first := int64(-1) // first changed byte
+		for i := range file {
+			if file[i] != pristine[i] {
+				first = int64(i)
+				break
+			}
+		}
+		touched := func(fr frame) bool {
+			end := fr.off + frameHdrSize + int64(len(fr.payload))
+			return !bytes.Equal(file[fr.off:end], pristine[fr.off:end])
+		}
+		// One input at a time per process: the same file each time.
+		if err := os.WriteFile(filepath.Join(work, journalName), file, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		j, frames, damage, err := openJournal(work, int64(len(file)))
+		if err != nil {
+			t.Fatalf("replay failed: %v", err)
+		}
+		defer j.close()
+
+		// Frames and damage tile the file from the first frame to j.off,
+		// each damage followed by the frames it counts.
+		pos, di := int64(journalHdrSize), 0
+		after := make([]int, len(damage))
+		for i, p := range frames {
+			if di < len(damage) && damage[di].off == pos {
+				if damage[di].n <= 0 {
+					t.Fatalf("empty damage %+v", damage[di])
+				}
+				pos += damage[di].n
+				di++
+			}
+			end := pos + frameHdrSize + int64(len(p))
+			if end > int64(len(file)) || !bytes.Equal(file[pos+frameHdrSize:end], p) {
+				t.Fatalf("frame %d is not at %d", i, pos)
+			}
+			if di > 0 {
+				after[di-1]++
+			}
+			pos = end
+		}
+		if di != len(damage) || pos != j.off {
+			t.Fatalf("%d of %d damaged stretches placed, frames end at %d, next frame at %d", di, len(damage), pos, j.off)
+		}
+		for i, d := range damage {
+			if d.after != after[i] {
+				t.Fatalf("damage %+v counts %d frames after it, %d follow", d, d.after, after[i])
+			}
+		}
+
+		// Untouched frames all come back, in order; those before the first
+		// change as the prefix. Damage is reported if and only if frames
+		// follow it: untouched ones, or frames the junk itself holds.
+		k, untouched := 0, 0
+		hit, laterUntouched := false, false
+		for i, fr := range orig {
+			if touched(fr) {
+				hit = true
+				continue
+			}
+			untouched++
+			laterUntouched = laterUntouched || hit
+			if fr.off < first || first < 0 {
+				if k != i || k >= len(frames) || !bytes.Equal(frames[k], fr.payload) {
+					t.Fatalf("frame at %d, before the first change at %d, not replayed in place", fr.off, first)
+				}
+			}
+			for k < len(frames) && !bytes.Equal(frames[k], fr.payload) {
+				k++
+			}
+			if k == len(frames) {
+				t.Fatalf("untouched frame at %d lost (first change at %d, damage %+v)", fr.off, first, damage)
+			}
+			k++
+		}
+		if laterUntouched && len(damage) == 0 {
+			t.Fatal("damage in the middle not reported")
+		}
+		if !laterUntouched && len(frames) == untouched && len(damage) != 0 {
+			t.Fatalf("a torn tail reported as damage: %+v", damage)
+		}
+	})
+}
