@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -151,7 +152,7 @@ func Open(dir string, opts Options) (*Badger, error) {
 	if err != nil {
 		return nil, classifyOpenErr(dir, err)
 	}
-	jr, err := openJournalFor(db, dir, o)
+	jr, damaged, err := openJournalFor(db, dir, o)
 	if err != nil {
 		_ = db.Close()
 		if isNoSpace(err) {
@@ -183,6 +184,7 @@ func Open(dir string, opts Options) (*Badger, error) {
 		b.mem = make(map[uint64]jref)
 	}
 	b.init(o, b)
+	b.corruptJournal = uint64(damaged)
 	b.trimOn.Store(o.Profile == ProfileDevice)
 	if err := b.load(); err != nil {
 		if jr != nil {
@@ -737,33 +739,91 @@ func journalSize(o Options) int64 {
 
 // openJournalFor opens the journal when o uses one. A journal left by an
 // earlier Open with other options is replayed all the same, then removed.
-func openJournalFor(db *badger.DB, dir string, o Options) (*journal, error) {
+// It returns how many damaged stretches it found (see reportDamage).
+func openJournalFor(db *badger.DB, dir string, o Options) (*journal, int, error) {
 	size := journalSize(o)
 	if !useJournal(o) {
 		if _, err := os.Stat(filepath.Join(dir, journalName)); err != nil {
-			return nil, nil // none
+			return nil, 0, nil // none
 		}
 		size = 0
 	}
-	jr, frames, err := openJournal(dir, size)
+	jr, frames, damage, err := openJournal(dir, size)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	jr.nosync = o.Durability == NoSync
+	// Before the replay: its checkpoint lets the next frames overwrite
+	// the damaged bytes.
+	reportDamage(dir, jr, damage, o)
 	if err := replayJournal(db, dir, jr, frames); err != nil {
 		_ = jr.close()
-		return nil, fmt.Errorf("replay: %w", err)
+		return nil, len(damage), fmt.Errorf("replay: %w", err)
 	}
 	if useJournal(o) {
-		return jr, nil
+		return jr, len(damage), nil
 	}
 	if err := jr.close(); err != nil {
-		return nil, err
+		return nil, len(damage), err
 	}
 	if err := os.Remove(filepath.Join(dir, journalName)); err != nil {
-		return nil, err
+		return nil, len(damage), err
 	}
-	return nil, syncDir(dir)
+	return nil, len(damage), syncDir(dir)
+}
+
+// reportDamage copies each damaged stretch of the journal to a file of its
+// own in dir, logs it at Error and passes it to Options.OnCorrupt as a
+// *JournalCorruptError. A copy that fails is logged and reported without a
+// file: the report matters more than the bytes, which no longer pass their
+// checksum anyway.
+func reportDamage(dir string, jr *journal, damage []journalDamage, o Options) {
+	for _, d := range damage {
+		e := &JournalCorruptError{
+			Path:        filepath.Join(dir, journalName),
+			Generation:  jr.gen,
+			Offset:      d.off,
+			Length:      d.n,
+			FramesAfter: d.after,
+		}
+		saved, err := saveDamage(dir, jr, d)
+		if err != nil {
+			o.Logger.Error("outbox: cannot copy the damaged journal bytes aside", "offset", d.off, "err", err)
+		} else {
+			e.Saved = saved
+		}
+		o.Logger.Error("outbox: journal damaged; the records of the damaged frames are lost",
+			"offset", d.off, "bytes", d.n, "generation", jr.gen, "frames_after", d.after, "saved", e.Saved)
+		if o.OnCorrupt != nil {
+			o.OnCorrupt(e)
+		}
+	}
+}
+
+// saveDamage writes the damaged bytes d of the journal to
+// holdfast.journal.damaged-<generation>-<offset> in dir, synced, and
+// returns its path.
+func saveDamage(dir string, jr *journal, d journalDamage) (string, error) {
+	path := filepath.Join(dir, fmt.Sprintf("%s.damaged-%d-%d", journalName, jr.gen, d.off))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(f, io.NewSectionReader(jr.f, d.off, d.n))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		_ = os.Remove(path)
+		return "", err
+	}
+	return path, nil
 }
 
 // replayJournal applies the journal's frames to Badger in order, one

@@ -63,6 +63,7 @@ type core struct {
 	oldestSeq uint64
 	// Counters for Stats.
 	appended, removed, dropped, expired, corrupt, commits uint64
+	corruptJournal                                        uint64 // damaged stretches Open found in the journal
 
 	closed bool
 	// room is closed (and replaced) when space frees, for OverflowBlock waiters.
@@ -539,6 +540,8 @@ func (c *core) stats() Stats {
 		Expired:  c.expired,
 		Corrupt:  c.corrupt,
 		Commits:  c.commits,
+
+		CorruptJournal: c.corruptJournal,
 	}
 	if c.idx.n > 0 && c.oldestSeq == c.idx.first {
 		s.Oldest = c.oldest

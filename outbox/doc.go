@@ -39,10 +39,12 @@
 // and at Close: it writes the records still queued to Badger in large
 // transactions, fsyncs Badger's files, and starts the journal over. Open
 // replays the journal into Badger, so nothing the journal holds is lost to
-// a crash at any point. Badger itself runs without synced writes; value-log
-// garbage collection syncs the values it moves before Badger deletes their
-// old file. With an EncryptionKey there is no journal (it would hold records
-// in the clear): every batch is a synced Badger transaction.
+// a crash at any point (a torn last frame, the normal end after a crash, is
+// dropped: its batch was never acknowledged). Badger itself runs without
+// synced writes; value-log garbage collection syncs the values it moves
+// before Badger deletes their old file. With an EncryptionKey there is no
+// journal (it would hold records in the clear): every batch is a synced
+// Badger transaction.
 //
 // The device profile keeps records in Badger's value log, tables and
 // memtables small, and pages out the memory-mapped files it is not using
@@ -104,5 +106,19 @@
 //     keeps them private meanwhile.
 //   - A directory must always be opened with the key it was created with;
 //     losing the key loses the records.
+//   - Damage to the journal file itself (the disk, or something else
+//     writing to it) loses the records of the damaged frames: they cannot
+//     be recovered, and show as a gap in sequences. Open replays every
+//     valid frame after the damage, copies the damaged bytes to
+//     holdfast.journal.damaged-<generation>-<offset> in the directory, logs
+//     it at Error, counts it in Stats.CorruptJournal and passes a
+//     *JournalCorruptError (ErrCorrupt) to Options.OnCorrupt; Open still
+//     succeeds. Treat it as a storage fault: check the disk, alert, and if
+//     the application must know which messages were lost, compare what it
+//     had accepted with what the queue holds. Delete the .damaged file once
+//     inspected. After a power loss, the same report can come from a frame
+//     whose sync had not returned (nothing acknowledged was lost then).
+//     To tell damage from a torn tail, Open reads the journal to its end
+//     (about 10 ms for the server profile's 32 MiB when cached).
 //   - Memory holds everything in process memory and loses it at exit.
 package outbox

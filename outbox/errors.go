@@ -49,7 +49,9 @@ var (
 	// read as an outbox (damaged or foreign files, no permission, a file where
 	// the directory should be). Nothing in it was changed. An operator has to
 	// look at it; the records in it are not lost by this error.
-	// CorruptRecordError, for one undecodable record, also matches ErrCorrupt.
+	// CorruptRecordError, for one undecodable record, and JournalCorruptError,
+	// for damage in the journal (passed to Options.OnCorrupt, not returned),
+	// also match ErrCorrupt.
 	ErrCorrupt = errors.New("outbox: corrupt or unreadable")
 
 	// ErrBadKey is returned by Open when the encryption key does not match the
@@ -96,3 +98,41 @@ func (e *CorruptRecordError) Error() string {
 
 // Unwrap returns ErrCorrupt and the underlying cause.
 func (e *CorruptRecordError) Unwrap() []error { return []error{ErrCorrupt, e.Err} }
+
+// JournalCorruptError reports a damaged stretch in the middle of the journal
+// (holdfast.journal), found by Open: bytes that hold no valid frame, followed
+// by a valid frame of the same generation. A torn last frame, the normal end
+// after a crash, is not reported. The records of the damaged frames cannot
+// be recovered: they are missing from the queue, a gap in its sequences.
+// Every valid frame after the damage was replayed. The damaged bytes are kept
+// in Saved for inspection (delete the file when done). It is passed to
+// Options.OnCorrupt, logged and counted in Stats.CorruptJournal; Open still
+// succeeds. errors.Is(err, ErrCorrupt) holds.
+//
+// The cause is the disk or something that wrote to the file, not the
+// outbox; after a power loss it can also be a frame whose sync had not
+// returned, followed by the frame written after it (FramesAfter is then 1,
+// and nothing acknowledged was lost). Check the storage; a client that must
+// know what was lost compares what it had accepted with what it reads.
+type JournalCorruptError struct {
+	Path        string // the journal file
+	Generation  uint64 // the journal generation replayed
+	Offset      int64  // where the damage starts in the file
+	Length      int64  // damaged bytes skipped (one frame or more)
+	FramesAfter int    // valid frames replayed after it, up to the next damage or the end
+	Saved       string // copy of the damaged bytes; empty if it could not be written (logged)
+}
+
+// Error implements error.
+func (e *JournalCorruptError) Error() string {
+	s := fmt.Sprintf("outbox: journal %s damaged at offset %d (%d bytes, generation %d): "+
+		"the records in the damaged frames are lost (a gap in sequences); %d later frames replayed",
+		e.Path, e.Offset, e.Length, e.Generation, e.FramesAfter)
+	if e.Saved != "" {
+		s += "; damaged bytes saved in " + e.Saved
+	}
+	return s
+}
+
+// Unwrap returns ErrCorrupt.
+func (e *JournalCorruptError) Unwrap() error { return ErrCorrupt }

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -42,10 +43,21 @@ import (
 //
 // Layout: a 4 KiB header block (magic, version, generation, CRC-32C), then
 // frames: generation (8 bytes), payload length (4), CRC-32C of both and the
-// payload (4), payload. Replay stops at the first frame of another
-// generation, with a bad checksum, or running past the end. The file is
-// preallocated with zeros (so an fdatasync commits no metadata) and reused
-// from the start after each checkpoint.
+// payload (4), payload. The file is preallocated with zeros (so an
+// fdatasync commits no metadata) and reused from the start after each
+// checkpoint; every Open and checkpoint starts a new generation, so the
+// frames of one generation are written once, in order, from the start.
+//
+// Replay reads frames of the header's generation from the start. At the
+// first one that is not valid (another generation, a bad checksum, running
+// past the end) it looks for a valid frame of the generation further on
+// (resync). None: the bad frame is a torn tail, the normal end after a
+// crash, and replay stops there. One: the bytes between are damage
+// (journalDamage): the frames there are lost, and replay goes on from the
+// valid frame. A power loss can leave the same picture without damage
+// (a removal-only frame, which is not synced, torn, and the frame written
+// after it complete although its sync never returned); Open reports it as
+// damage all the same, since the two cannot be told apart.
 //
 // A frame's payload is a list of operations: 'S' key-length(2) key
 // value-length(4) value, or 'D' key-length(2) key.
@@ -76,18 +88,30 @@ const (
 	journalMinBytes = 1 << 20
 )
 
+// journalDamage is a stretch of the journal, inside the generation being
+// replayed, that holds no valid frame although a valid frame of that
+// generation follows it: one damaged frame or more. What they held is lost.
+type journalDamage struct {
+	off, n int64
+	after  int // valid frames after it, up to the next damage or the end
+}
+
+// resyncChunk is how much of the journal resync reads at a time.
+const resyncChunk = 256 << 10
+
 // openJournal opens or creates the journal in dir, preallocated to at least
-// size bytes, and returns it with the payloads of the frames to replay.
-func openJournal(dir string, size int64) (*journal, [][]byte, error) {
+// size bytes, and returns it with the payloads of the frames to replay and
+// the damaged stretches skipped between them.
+func openJournal(dir string, size int64) (*journal, [][]byte, []journalDamage, error) {
 	path := filepath.Join(dir, journalName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	j := &journal{f: f}
-	fail := func(err error) (*journal, [][]byte, error) {
+	fail := func(err error) (*journal, [][]byte, []journalDamage, error) {
 		_ = f.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -112,7 +136,7 @@ func openJournal(dir string, size int64) (*journal, [][]byte, error) {
 		if err := j.writeHeader(j.gen); err != nil {
 			return fail(err)
 		}
-		return j, nil, nil
+		return j, nil, nil, nil
 	}
 	gen, ok := j.readHeader()
 	if !ok {
@@ -128,24 +152,81 @@ func openJournal(dir string, size int64) (*journal, [][]byte, error) {
 			if err := j.writeHeader(j.gen); err != nil {
 				return fail(err)
 			}
-			return j, nil, nil
+			return j, nil, nil, nil
 		default:
 			return fail(fmt.Errorf("journal header unreadable: %s", path))
 		}
 	}
 	j.gen = gen
 	var frames [][]byte
+	var damage []journalDamage
 	off := int64(journalHdrSize)
 	for {
 		_, p, ok := j.readFrame(off, gen)
-		if !ok {
-			break
+		if ok {
+			frames = append(frames, p)
+			off += frameHdrSize + int64(len(p))
+			if len(damage) > 0 {
+				damage[len(damage)-1].after++
+			}
+			continue
 		}
-		frames = append(frames, p)
-		off += frameHdrSize + int64(len(p))
+		next, found, err := j.resync(off, gen)
+		if err != nil {
+			return fail(fmt.Errorf("journal read: %w", err))
+		}
+		if !found {
+			break // a torn tail, or the end of the generation
+		}
+		damage = append(damage, journalDamage{off: off, n: next - off})
+		off = next
 	}
 	j.off = off
-	return j, frames, nil
+	return j, frames, damage, nil
+}
+
+// resync finds the next valid frame of generation gen after the bad one at
+// off, trying every later byte: the bad frame's length may be what was
+// damaged, so where it says the frame ends proves nothing, and a valid
+// frame is never skipped. A frame counts only if its checksum holds and its
+// payload decodes. found is false when none follows: off is a torn tail (or
+// the generation's end). The cost is one read of the rest of the file.
+func (j *journal) resync(off int64, gen uint64) (next int64, found bool, err error) {
+	pat := binary.BigEndian.AppendUint64(nil, gen)
+	buf := make([]byte, min(resyncChunk, max(j.size-off, 0)))
+	for pos := off + 1; pos+frameHdrSize <= j.size; {
+		n, err := j.f.ReadAt(buf[:min(int64(len(buf)), j.size-pos)], pos)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, false, err
+		}
+		chunk := buf[:n]
+		for i := 0; ; {
+			k := bytes.Index(chunk[i:], pat)
+			if k < 0 {
+				break
+			}
+			if at := pos + int64(i+k); j.validFrame(at, gen) {
+				return at, true, nil
+			}
+			i += k + 1
+		}
+		if n < len(pat) || pos+int64(n) >= j.size {
+			break
+		}
+		pos += int64(n - (len(pat) - 1)) // a header may straddle the chunks
+	}
+	return 0, false, nil
+}
+
+// validFrame reports whether a frame of generation gen whose checksum
+// holds and whose payload decodes starts at off.
+func (j *journal) validFrame(off int64, gen uint64) bool {
+	_, p, ok := j.readFrame(off, gen)
+	if !ok {
+		return false
+	}
+	_, err := decodeFrame(p)
+	return err == nil
 }
 
 func fillZeros(f *os.File, from, to int64) error {

@@ -200,9 +200,9 @@ func TestJournalCheckpointsWhenFull(t *testing.T) {
 
 func TestJournalFrames(t *testing.T) {
 	dir := t.TempDir()
-	j, frames, err := openJournal(dir, journalMinBytes)
-	if err != nil || len(frames) != 0 {
-		t.Fatalf("fresh journal: %v, %d frames", err, len(frames))
+	j, frames, damage, err := openJournal(dir, journalMinBytes)
+	if err != nil || len(frames) != 0 || len(damage) != 0 {
+		t.Fatalf("fresh journal: %v, %d frames, damage %v", err, len(frames), damage)
 	}
 	write := func(j *journal, keys ...string) {
 		t.Helper()
@@ -223,9 +223,12 @@ func TestJournalFrames(t *testing.T) {
 		if err := j.close(); err != nil {
 			t.Fatal(err)
 		}
-		j2, frames, err := openJournal(dir, journalMinBytes)
+		j2, frames, damage, err := openJournal(dir, journalMinBytes)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if len(damage) != 0 {
+			t.Fatalf("damage reported: %+v", damage)
 		}
 		return j2, frames
 	}
@@ -535,12 +538,13 @@ func TestJournalBacklogReplay(t *testing.T) {
 }
 
 // TestJournalNewGenerationAtEveryOpen: unsynced frames may survive a power
-// loss without the one before them (torn). An Open that finds no frame to
-// replay must still start a new generation, or a new frame of the same size
-// as the torn one would make the stale frame after it look valid.
+// loss without the one before them (torn). Open reports that as damage and
+// replays the later frame; after it, as after an Open that finds no frame
+// to replay, a new generation starts, or a new frame of the same size as
+// the torn one would make the stale frame after it look valid.
 func TestJournalNewGenerationAtEveryOpen(t *testing.T) {
 	dir := t.TempDir()
-	j, _, err := openJournal(dir, journalMinBytes)
+	j, _, _, err := openJournal(dir, journalMinBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,11 +565,14 @@ func TestJournalNewGenerationAtEveryOpen(t *testing.T) {
 	if err := j.close(); err != nil {
 		t.Fatal(err)
 	}
-	j, frames, err := openJournal(dir, journalMinBytes)
-	if err != nil || len(frames) != 0 {
-		t.Fatalf("reopen after a torn first frame: %d frames, %v", len(frames), err)
+	j, frames, damage, err := openJournal(dir, journalMinBytes)
+	if err != nil || len(frames) != 1 || len(damage) != 1 || damage[0].off != journalHdrSize {
+		t.Fatalf("reopen after a torn first frame: %d frames, damage %+v, %v; want f2 after damage at %d", len(frames), damage, err, journalHdrSize)
 	}
-	if err := replayJournal(nil, dir, j, frames); err != nil { // nothing to apply: no Badger needed
+	if ops, _ := decodeFrame(frames[0]); string(ops[0].key) != "f2" {
+		t.Fatalf("replayed %q, want f2", ops[0].key)
+	}
+	if err := j.reset(); err != nil { // what replayJournal does after applying
 		t.Fatal(err)
 	}
 	frame(j, "g1") // same size as f1, in its place
@@ -575,12 +582,21 @@ func TestJournalNewGenerationAtEveryOpen(t *testing.T) {
 	if err := j.close(); err != nil {
 		t.Fatal(err)
 	}
-	j, frames, err = openJournal(dir, journalMinBytes)
+	j, frames, damage, err = openJournal(dir, journalMinBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer j.close()
-	if len(frames) != 1 {
-		t.Fatalf("replayed %d frames, want only the new one (a stale frame came back)", len(frames))
+	if len(frames) != 1 || len(damage) != 0 {
+		t.Fatalf("replayed %d frames, damage %+v; want only the new one (a stale frame came back)", len(frames), damage)
+	}
+
+	// An Open that finds no frame at all still starts a new generation.
+	gen := j.gen
+	if err := replayJournal(nil, dir, j, nil); err != nil { // nothing to apply: no Badger needed
+		t.Fatal(err)
+	}
+	if j.gen != gen+1 || j.off != journalHdrSize {
+		t.Fatalf("after an empty replay: generation %d, next frame at %d; want %d at %d", j.gen, j.off, gen+1, journalHdrSize)
 	}
 }

@@ -146,6 +146,15 @@ type Options struct {
 	// block on the queue. nil: only counted in Stats.
 	OnDrop func(seq uint64, reason error)
 
+	// OnCorrupt reports damage that Open found in the middle of the
+	// journal (Badger only): a *JournalCorruptError for each damaged
+	// stretch, after it was logged at Error, copied aside and counted in
+	// Stats.CorruptJournal. The records in the damaged frames are lost (a
+	// gap in sequences); every valid frame after them is replayed. It is
+	// called from Open, before Open returns (even if Open then fails), so it
+	// cannot use the queue; it must be fast. nil: logged and counted only.
+	OnCorrupt func(err error)
+
 	// Logger receives the queue's and Badger's logs. nil: discarded.
 	Logger *slog.Logger
 

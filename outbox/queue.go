@@ -84,6 +84,11 @@ type Stats struct {
 	Dropped  uint64 // records dropped by OverflowDropOldest
 	Expired  uint64 // PhaseQueued records that expired
 	Corrupt  uint64 // records quarantined because they could not be read
+	// CorruptJournal counts the damaged stretches of the journal that Open
+	// skipped (each one frame or more; the records in them are lost), each
+	// reported to Options.OnCorrupt as a *JournalCorruptError. A torn last
+	// frame after a crash is not damage and is not counted. Memory: 0.
+	CorruptJournal uint64
 	// Commits counts store transactions (Badger: each one group of
 	// appends, state changes and removals, with one sync unless NoSync;
 	// while nothing is removed, Appended/Commits is the mean group-commit
