@@ -138,8 +138,8 @@ func benchPublish(b *testing.B, c *client.Client, g int) {
 // BenchmarkRoundTrip measures the whole path: b.N messages published from
 // 16 goroutines, dispatched in order within the in-flight window and
 // acknowledged by the broker (Flush returns when the outbox is empty).
-// ns/op is per message. Mosquitto cases skip without mosquitto (or fail
-// with HOLDFAST_REQUIRE_MOSQUITTO=1).
+// ns/op is per message. The broker is Mosquitto: the cases skip without it
+// (or fail with HOLDFAST_REQUIRE_MOSQUITTO=1).
 func BenchmarkRoundTrip(b *testing.B) {
 	cases := []struct {
 		outbox string
@@ -151,44 +151,37 @@ func BenchmarkRoundTrip(b *testing.B) {
 		{"group", outbox.GroupCommit, 1},
 		{"nosync", outbox.NoSync, 2},
 	}
-	for _, broker := range []string{"embedded", "mosquitto"} {
-		for _, tc := range cases {
-			b.Run(fmt.Sprintf("broker=%s/outbox=%s/qos=%d", broker, tc.outbox, tc.qos), func(b *testing.B) {
-				var url string
-				if broker == "embedded" {
-					url = testbroker.StartEmbedded(b).URL()
-				} else {
-					url = testbroker.StartMosquitto(b, testbroker.MosquittoOptions{NoPersistence: true}).URL()
-				}
-				dir := ""
-				if tc.outbox != "memory" {
-					dir = b.TempDir()
-				}
-				c := benchClient(b, url, dir, tc.d)
-				ctx := context.Background()
-				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				if err := c.AwaitConnected(actx); err != nil {
-					b.Fatal(err)
-				}
-				opts := client.PublishOptions{QoS: tc.qos}
-				b.ReportAllocs()
-				b.SetBytes(benchPayload)
-				b.ResetTimer()
-				publishers(b, 16, func(i uint64) error {
-					_, err := c.Publish(ctx, "bench/roundtrip", payloadFor(i), opts)
-					return err
-				})
-				fctx, fcancel := context.WithTimeout(ctx, 5*time.Minute)
-				defer fcancel()
-				if err := c.Flush(fctx); err != nil {
-					b.Fatalf("Flush: %v (%+v)", err, c.Stats())
-				}
-				b.StopTimer()
-				if st := c.Stats(); st.Acked < uint64(b.N) {
-					b.Fatalf("acked %d of %d", st.Acked, b.N)
-				}
+	for _, tc := range cases {
+		b.Run(fmt.Sprintf("broker=mosquitto/outbox=%s/qos=%d", tc.outbox, tc.qos), func(b *testing.B) {
+			url := testbroker.StartMosquitto(b, testbroker.MosquittoOptions{NoPersistence: true}).URL()
+			dir := ""
+			if tc.outbox != "memory" {
+				dir = b.TempDir()
+			}
+			c := benchClient(b, url, dir, tc.d)
+			ctx := context.Background()
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := c.AwaitConnected(actx); err != nil {
+				b.Fatal(err)
+			}
+			opts := client.PublishOptions{QoS: tc.qos}
+			b.ReportAllocs()
+			b.SetBytes(benchPayload)
+			b.ResetTimer()
+			publishers(b, 16, func(i uint64) error {
+				_, err := c.Publish(ctx, "bench/roundtrip", payloadFor(i), opts)
+				return err
 			})
-		}
+			fctx, fcancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer fcancel()
+			if err := c.Flush(fctx); err != nil {
+				b.Fatalf("Flush: %v (%+v)", err, c.Stats())
+			}
+			b.StopTimer()
+			if st := c.Stats(); st.Acked < uint64(b.N) {
+				b.Fatalf("acked %d of %d", st.Acked, b.N)
+			}
+		})
 	}
 }

@@ -14,7 +14,7 @@ import (
 // report the loss, so that the supervisor reconnects and the resume resends
 // in order. paho stays silent about a connection closed locally.
 func TestBreakConnIsReportedAsALoss(t *testing.T) {
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	c, err := New(Config{
 		Brokers: []string{b.URL()}, ClientID: "break", OutboxDir: t.TempDir(),
 		Backoff: backoffFast(),
@@ -51,7 +51,7 @@ func (s slowRemove) Remove(seqs ...uint64) error {
 // acknowledged record leaves the outbox, even when the removal comes well
 // after the acknowledgement (Flush used to miss that wake-up and hang).
 func TestFlushWakesAfterTheRemove(t *testing.T) {
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	q := outbox.NewMemory(outbox.Options{})
 	defer q.Close()
 	c, err := New(Config{Brokers: []string{b.URL()}, ClientID: "flush", Outbox: slowRemove{q}, Backoff: backoffFast()})

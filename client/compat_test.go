@@ -25,7 +25,7 @@ import (
 // TestPahoAdapterIsADropIn drives the client through paho's mqtt.Client
 // interface, built from paho ClientOptions, as migrating code would.
 func TestPahoAdapterIsADropIn(t *testing.T) {
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	opts := mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("compat").SetCleanSession(false).SetKeepAlive(5 * time.Second)
 	cfg := client.FromPaho(opts, t.TempDir())
 	if cfg.ClientID != "compat" || len(cfg.Brokers) != 1 || cfg.KeepAlive != 5*time.Second {

@@ -53,7 +53,7 @@ func (d *countingDialer) DialContext(ctx context.Context, network, addr string) 
 // TLS brokers, and that paho's SetDialer is carried over by FromPaho.
 func TestDialerUsed(t *testing.T) {
 	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{TLS: true})
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	var d countingDialer
 	awaitConnected(t, newClient(t, client.Config{Brokers: []string{b.URL()}, Dialer: &d}))
 	awaitConnected(t, newClient(t, client.Config{Brokers: []string{m.URL()}, TLS: m.ClientTLSConfig(), Dialer: &d}))
@@ -176,7 +176,7 @@ func pingTimeout(c *client.Client) time.Duration {
 // TestPingTimeoutHonoured checks Config.PingTimeout and paho's
 // SetPingTimeout reach paho's keepalive.
 func TestPingTimeoutHonoured(t *testing.T) {
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	c := newClient(t, client.Config{Brokers: []string{b.URL()}, KeepAlive: 4 * time.Second, PingTimeout: 3 * time.Second})
 	if got := pingTimeout(c); got != 3*time.Second {
 		t.Fatalf("PingTimeout %v, want 3s", got)
@@ -213,7 +213,7 @@ func TestFromPahoConnectionHooks(t *testing.T) {
 		t.Fatal("the connection attempt handler was not called")
 	}
 
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	var opened atomic.Int32
 	opts = mqtt.NewClientOptions().AddBroker(b.URL()).SetClientID("paho-open").
 		SetCustomOpenConnectionFn(func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
@@ -243,7 +243,7 @@ func TestDialProxyFromEnvironment(t *testing.T) {
 		awaitConnected(t, newClient(t, client.Config{Brokers: []string{broker}, ClientID: "via-proxy"}))
 		return
 	}
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	s := startSOCKS5(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestDialProxyFromEnvironment$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "HOLDFAST_TEST_PROXY_BROKER="+b.URL(), "ALL_PROXY=socks5://"+s.addr(), "NO_PROXY=")

@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/holdfast-mqtt/holdfast/internal/faultproxy"
+	"github.com/holdfast-mqtt/holdfast/internal/leakcheck"
 	"github.com/holdfast-mqtt/holdfast/internal/testbroker"
 	"github.com/holdfast-mqtt/holdfast/reconnect"
 )
@@ -312,7 +311,7 @@ func TestMosquittoFailover(t *testing.T) {
 func TestMosquittoCloseDuringBackoff(t *testing.T) {
 	_, p := rig(t, testbroker.MosquittoOptions{})
 	p.SetRefuse(true)
-	ignore := goleak.IgnoreCurrent() // the broker and the proxy
+	ignore := leakcheck.IgnoreCurrent() // the broker and the proxy
 	d := &device{id: "close-in-backoff"}
 	pol := fastPolicy
 	pol.InitialInterval, pol.MaxInterval = 10*time.Second, 10*time.Second
@@ -335,7 +334,7 @@ func TestMosquittoCloseDuringBackoff(t *testing.T) {
 	if s.State() != reconnect.Closed || d.attempts.Load() != 1 {
 		t.Fatalf("state %v, attempts %d", s.State(), d.attempts.Load())
 	}
-	goleak.VerifyNone(t, ignore)
+	leakcheck.VerifyNone(t, ignore)
 }
 
 // TestMosquittoNoLockstep: clients that lose the broker together do not

@@ -36,7 +36,7 @@ import (
 	"time"
 
 	"github.com/holdfast-mqtt/holdfast/client"
-	"github.com/holdfast-mqtt/holdfast/internal/embedbroker"
+	"github.com/holdfast-mqtt/holdfast/examples/internal/embedbroker"
 )
 
 func main() {

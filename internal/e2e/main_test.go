@@ -7,11 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/holdfast-mqtt/holdfast/internal/leakcheck"
 )
 
 // Environment variables read by the package.
@@ -39,12 +40,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	// goleak.VerifyTestMain calls os.Exit, so the directory is removed by a
-	// cleanup hook of its own.
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}))
+	code := leakcheck.Run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // builds caches the child programs: each is built once per test run.
@@ -54,13 +52,14 @@ var builds struct {
 	errs  map[string]error
 }
 
-// Child programs.
+// Child programs, and the module of the examples (examples/go.mod).
 const (
-	pkgTelemetry = "github.com/holdfast-mqtt/holdfast/examples/telemetry"
-	pkgBarePaho  = "github.com/holdfast-mqtt/holdfast/internal/cmd/barepaho"
+	examplesModule = "github.com/holdfast-mqtt/holdfast/examples"
+	pkgTelemetry   = "github.com/holdfast-mqtt/holdfast/examples/telemetry"
+	pkgBarePaho    = "github.com/holdfast-mqtt/holdfast/internal/cmd/barepaho"
 )
 
-// buildChild builds the main package pkg of this module (without -race:
+// buildChild builds the main package pkg of this repository (without -race:
 // the children run at full speed) and returns the binary's path. It fails
 // the test if the build fails.
 func buildChild(t testing.TB, pkg string) string {
@@ -88,6 +87,11 @@ func tryBuild(pkg string) (string, error) {
 		started := time.Now()
 		cmd := exec.Command(goTool(), "build", "-o", out, pkg)
 		cmd.Dir = root
+		if strings.HasPrefix(pkg, examplesModule+"/") {
+			// The examples are a module of their own: build from its
+			// directory, so that it works with and without go.work.
+			cmd.Dir = filepath.Join(root, "examples")
+		}
 		var msg []byte
 		if msg, err = cmd.CombinedOutput(); err != nil {
 			err = fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)

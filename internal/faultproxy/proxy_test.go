@@ -318,5 +318,5 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Fatal("proxy still accepts after Close")
 	}
 	p.Chaos(t.Context(), Schedule{Seed: 1}) // no-op once closed
-	// goleak.VerifyTestMain checks that no goroutine is left behind.
+	// leakcheck.Run (TestMain) checks that no goroutine is left behind.
 }

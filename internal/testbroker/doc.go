@@ -1,7 +1,8 @@
 // Package testbroker starts MQTT brokers for tests: Mosquitto as a child
-// process with its own configuration, port and persistence directory, and the
-// in-process broker of internal/embedbroker. It also has the small helpers
-// tests share: FreePort and Eventually. The Mosquitto process itself is
+// process with its own configuration, port and persistence directory. (The
+// in-process broker, examples/internal/embedbroker, belongs to the examples
+// module, so that mochi-mqtt is no dependency of this one.) It also has the
+// small helpers tests share: FreePort and Eventually. The Mosquitto process itself is
 // managed by internal/mosquitto (usable without the testing package); this
 // package adds testing.TB reporting, skipping and cleanup.
 //

@@ -5,28 +5,10 @@ import (
 	"net"
 	"testing"
 	"time"
-
-	"github.com/holdfast-mqtt/holdfast/internal/embedbroker"
 )
 
 // pollInterval is how often Eventually evaluates its condition.
 const pollInterval = 10 * time.Millisecond
-
-// StartEmbedded starts an in-process broker (embedbroker) on a free loopback
-// port; it is closed by t.Cleanup.
-func StartEmbedded(t testing.TB) *embedbroker.Broker {
-	t.Helper()
-	b, err := embedbroker.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testbroker: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("testbroker: close embedded broker: %v", err)
-		}
-	})
-	return b
-}
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {

@@ -109,11 +109,3 @@ func TestFreePort(t *testing.T) {
 	}
 	_ = ln.Close()
 }
-
-func TestStartEmbedded(t *testing.T) {
-	b := StartEmbedded(t)
-	c, _ := connect(t, b.URL(), clientOpts{id: "embedded"})
-	c.subscribe(t, "holdfast/embedded", 1)
-	c.publish(t, "holdfast/embedded", 1, "in process")
-	Eventually(t, opTimeout, func() bool { return c.payloads()["in process"] }, "message through the embedded broker")
-}

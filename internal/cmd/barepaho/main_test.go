@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -10,13 +11,13 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"go.uber.org/goleak"
 
+	"github.com/holdfast-mqtt/holdfast/internal/leakcheck"
 	"github.com/holdfast-mqtt/holdfast/internal/testbroker"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	os.Exit(leakcheck.Run(m))
 }
 
 func TestFlags(t *testing.T) {
@@ -35,10 +36,10 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// TestPublishesAndDrains runs the program against an embedded broker and
+// TestPublishesAndDrains runs the program against Mosquitto and
 // checks its output and what a subscriber received.
 func TestPublishesAndDrains(t *testing.T) {
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	for _, qos := range []int{1, 2} {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
 			topic := fmt.Sprintf("barepaho/test/%d", qos)

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
-
+	"github.com/holdfast-mqtt/holdfast/internal/leakcheck"
 	"github.com/holdfast-mqtt/holdfast/internal/mosquitto"
 )
 
@@ -21,7 +20,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 2 && os.Args[1] == "-child" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	goleak.VerifyTestMain(m)
+	os.Exit(leakcheck.Run(m))
 }
 
 func TestFlags(t *testing.T) {

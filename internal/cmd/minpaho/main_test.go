@@ -3,20 +3,21 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/holdfast-mqtt/holdfast/internal/leakcheck"
 
 	"github.com/holdfast-mqtt/holdfast/internal/testbroker"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	os.Exit(leakcheck.Run(m))
 }
 
 // TestPublishes runs the program against an embedded broker.
 func TestPublishes(t *testing.T) {
-	b := testbroker.StartEmbedded(t)
+	b := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
 	for _, qos := range []int{0, 1, 2} {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
