@@ -280,8 +280,9 @@ func (s *Snapshot) open(o Options, tempDir string) error {
 			clean = false // a memtable left by a crash
 		}
 	}
+	var db *badger.DB
 	if clean {
-		s.db, err = openBadger(snapshotOptions(s.dir, o).WithReadOnly(true))
+		db, err = openBadger(snapshotOptions(s.dir, o).WithReadOnly(true))
 		if errors.Is(err, badger.ErrTruncateNeeded) {
 			clean = false // read-only mode cannot open it as it is
 		}
@@ -290,11 +291,14 @@ func (s *Snapshot) open(o Options, tempDir string) error {
 		if s.tmp, err = copyBadgerFiles(s.dir, tempDir); err != nil {
 			return err
 		}
-		s.db, err = openBadger(snapshotOptions(s.tmp, o))
+		db, err = openBadger(snapshotOptions(s.tmp, o))
 	}
 	if err != nil {
+		// badger.Open can return a half-open DB with its error: never
+		// Close that one (Open does not either).
 		return classifyOpenErr(s.dir, err)
 	}
+	s.db = db
 	if err := s.readJournal(); err != nil {
 		return err
 	}

@@ -162,7 +162,7 @@ func (c *cli) verify(args []string) error {
 	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
-	return c.withSnapshot(func(s *outbox.Snapshot) error {
+	err := c.withSnapshot(func(s *outbox.Snapshot) error {
 		st, err := s.Stats(c.now())
 		if err != nil {
 			return err
@@ -184,6 +184,19 @@ func (c *cli) verify(args []string) error {
 		}
 		return nil
 	})
+	if errors.Is(err, outbox.ErrCorrupt) && !errors.Is(err, errReported) {
+		// Badger's files themselves cannot be read.
+		ve := &outbox.VerifyError{Dir: c.dir, Problems: []error{err}}
+		if c.json {
+			if jerr := c.writeJSON(verifyOut(c.dir, outbox.SnapshotStats{}, ve)); jerr != nil {
+				return jerr
+			}
+		} else {
+			fmt.Fprintf(c.out, "FAILED: %s cannot be read: %v\nNothing was changed.\n", c.dir, err)
+		}
+		return fmt.Errorf("%w: %w", errReported, ve)
+	}
+	return err
 }
 
 // purge removes the expired queued records through outbox.Open, after a

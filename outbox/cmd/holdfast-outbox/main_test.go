@@ -26,15 +26,42 @@ import (
 // The in-use and crash tests re-execute this test binary as a child that
 // opens an outbox (see child).
 const (
-	childEnv    = "HOLDFAST_OUTBOX_TOOL_CHILD" // hold | crash
-	childDirEnv = "HOLDFAST_OUTBOX_TOOL_DIR"
+	childEnv     = "HOLDFAST_OUTBOX_TOOL_CHILD" // hold | crash | tool
+	childDirEnv  = "HOLDFAST_OUTBOX_TOOL_DIR"
+	childArgsEnv = "HOLDFAST_OUTBOX_TOOL_ARGS" // tool: the command line, JSON
 )
 
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(childEnv); mode != "" {
+	switch mode := os.Getenv(childEnv); mode {
+	case "":
+	case "tool":
+		var args []string
+		if err := json.Unmarshal([]byte(os.Getenv(childArgsEnv)), &args); err != nil {
+			os.Exit(100)
+		}
+		os.Exit(run(args, os.Stdout, os.Stderr, time.Now))
+	default:
 		child(mode, os.Getenv(childDirEnv))
 	}
 	goleak.VerifyTestMain(m)
+}
+
+// toolProcess runs the command line in a child process: where badger.Open
+// fails late it leaves goroutines behind (harmless in a command that then
+// exits, but not in this test process).
+func toolProcess(t *testing.T, args ...string) result {
+	t.Helper()
+	js, _ := json.Marshal(args)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=tool", childArgsEnv+"="+string(js))
+	var out, errw bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errw
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return result{cmd.ProcessState.ExitCode(), out.String(), errw.String()}
 }
 
 // child opens the outbox in dir and appends 20 records, one commit (one
@@ -519,6 +546,34 @@ func TestCorruptRecord(t *testing.T) {
 	if !errors.As(err, &ve) || !errors.As(err, &re) || re.Seq != 5 || !errors.Is(err, outbox.ErrCorrupt) {
 		t.Errorf("Verify: %v", err)
 	}
+	assertUnchanged(t, dir, before)
+}
+
+// A damaged Badger table: the snapshot cannot open it (Badger checks every
+// table's checksum), and the tool says so.
+func TestCorruptTable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "outbox")
+	fill(t, dir, nil)
+	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("no table")
+	}
+	fi, err := os.Stat(tables[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip(t, tables[0], fi.Size()/2)
+	before := hashDir(t, dir)
+	r := toolProcess(t, "verify", "-dir", dir).want(t, exitCorrupt)
+	if !strings.HasPrefix(r.stdout, "FAILED: ") || !strings.Contains(r.stdout, "checksum") {
+		t.Errorf("verify:\n%s", r.stdout)
+	}
+	var v verifyJSON
+	if err := json.Unmarshal([]byte(toolProcess(t, "verify", "-dir", dir, "-json").want(t, exitCorrupt).stdout), &v); err != nil || v.OK || len(v.Problems) != 1 {
+		t.Errorf("verify -json: %+v, %v", v, err)
+	}
+	toolProcess(t, "stats", "-dir", dir).want(t, exitCorrupt)
+	toolProcess(t, "purge-expired", "-dir", dir).want(t, exitCorrupt)
 	assertUnchanged(t, dir, before)
 }
 
