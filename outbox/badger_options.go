@@ -112,7 +112,7 @@ func classifyOpenErr(dir string, err error) error {
 	case errors.Is(err, badger.ErrEncryptionKeyMismatch) || strings.Contains(msg, badger.ErrEncryptionKeyMismatch.Error()):
 		return fmt.Errorf("%w: %s: %v", ErrBadKey, dir, err)
 	case strings.Contains(msg, "Cannot acquire directory lock") || errors.Is(err, syscall.EWOULDBLOCK):
-		return fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
+		return lockedError(dir, err) // names the holder's pid when Badger recorded it
 	case isNoSpace(err):
 		return fmt.Errorf("%w: %s: %v", ErrDiskFull, dir, err)
 	}

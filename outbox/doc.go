@@ -53,6 +53,15 @@
 // Value-log garbage collection runs on its own, periodically and after
 // enough removals.
 //
+// # Inspection
+//
+// OpenSnapshot reads a directory that no process uses without writing to
+// it: the journal's frames are applied in memory instead of replayed into
+// Badger, and Badger is opened read-only (or, after a crash, from a copy).
+// Snapshot.Verify reports every undecodable record and damaged journal
+// frame. The holdfast-outbox command (outbox/cmd/holdfast-outbox) is built
+// on it.
+//
 // # Guarantees
 //
 //   - Append returns a sequence only once the record is as durable as
