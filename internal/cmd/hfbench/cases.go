@@ -32,6 +32,7 @@ type caseSpec struct {
 	Goroutines int
 	Messages   int
 	Async      bool // Holdfast: PublishAsync (one loop, commits pipelined)
+	Adapter    bool // Holdfast through its mqtt.Client adapter, in paho's loop (publish all, then wait the tokens)
 }
 
 // durabilityName is the short name used in case names.
@@ -78,6 +79,13 @@ func throughputCases(cfg *config) []caseSpec {
 					Name: fmt.Sprintf("hf-q%d-group-async-g%d", qos, g), Impl: implHoldfast,
 					QoS: qos, Durability: outbox.GroupCommit, Goroutines: g, Messages: n, Async: true,
 				})
+				if qos == 1 {
+					// paho's own loop, through the mqtt.Client adapter.
+					specs = append(specs, caseSpec{
+						Name: fmt.Sprintf("hf-adapter-q%d-group-g%d", qos, g), Impl: implHoldfast,
+						QoS: qos, Durability: outbox.GroupCommit, Goroutines: g, Messages: n, Adapter: true,
+					})
+				}
 			}
 		}
 	}

@@ -44,6 +44,9 @@ func runHoldfast(ctx context.Context, e *env, spec caseSpec) (CaseResult, error)
 	topic := "bench/" + spec.Name
 	opts := client.PublishOptions{QoS: spec.QoS}
 	if err := e.measure(spec, &res, func(msgs [][]byte) (time.Duration, error) {
+		if spec.Adapter {
+			return pahoPublishTimed(ctx, c.Paho(), topic, spec.QoS, spec.Goroutines, msgs)
+		}
 		return hfPublish(ctx, c, topic, opts, spec.Goroutines, spec.Async, msgs)
 	}); err != nil {
 		return res, err

@@ -47,14 +47,14 @@ func TestCasesCoverTheIssue(t *testing.T) {
 	for _, want := range []string{
 		"paho-mem-q1-g1", "paho-file-q1-g1", "paho-mem-q0-g1", "paho-mem-q1-g16", "paho-file-q1-g16",
 		"hf-q1-group-g1", "hf-q1-each-g1", "hf-q1-nosync-g1", "hf-q2-group-g16", "hf-q2-each-g16", "hf-q2-nosync-g16",
-		"hf-q1-group-async-g1", "hf-q2-group-async-g1",
+		"hf-q1-group-async-g1", "hf-q2-group-async-g1", "hf-adapter-q1-group-g1",
 	} {
 		if _, ok := names[want]; !ok {
 			t.Errorf("no case %s", want)
 		}
 	}
-	if len(names) != 2*(3+6)+2 {
-		t.Errorf("%d cases, want 20", len(names))
+	if len(names) != 2*(3+6)+3 {
+		t.Errorf("%d cases, want 21", len(names))
 	}
 	if c := names["hf-q1-group-async-g1"]; !c.Async || c.Goroutines != 1 {
 		t.Errorf("async case %+v", c)
@@ -185,7 +185,7 @@ func TestSmokeRun(t *testing.T) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Cases) != 21 { // 20 throughput cases + the drain's reference
+	if len(r.Cases) != 22 { // 21 throughput cases + the drain's reference
 		t.Errorf("%d cases in the JSON", len(r.Cases))
 	}
 	for _, c := range r.Cases {
