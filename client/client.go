@@ -129,21 +129,33 @@ func (c *Client) openOutbox() error {
 		OnDrop:         c.onDrop,
 		Logger:         c.cfg.Logger,
 	}
-	var err error
 	if c.cfg.OutboxDir == "" {
 		c.q = outbox.NewMemory(opts)
-	} else {
-		c.q, err = outbox.Open(c.cfg.OutboxDir, opts)
+		c.ownQ = true
+		return nil
 	}
-	c.ownQ = err == nil
-	return err
+	q, err := outbox.Open(c.cfg.OutboxDir, opts)
+	if err != nil {
+		return err
+	}
+	// The inbound QoS 2 ledger lives next to the outbox (inledger.go).
+	in, err := openInLedger(c.cfg.OutboxDir, c.cfg.Durability != outbox.NoSync, c.log)
+	if err != nil {
+		_ = q.Close()
+		return err
+	}
+	c.q, c.ownQ, c.d.in = q, true, in
+	return nil
 }
 
+// closeOutbox closes the outbox if the client opened it, and the inbound
+// QoS 2 ledger.
 func (c *Client) closeOutbox() error {
+	err := c.d.in.close()
 	if c.ownQ && c.q != nil {
-		return c.q.Close()
+		err = errors.Join(c.q.Close(), err)
 	}
-	return nil
+	return err
 }
 
 // onDrop is the outbox's report of a record dropped or expired unsent.

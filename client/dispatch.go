@@ -36,6 +36,7 @@ type flight struct {
 type dispatcher struct {
 	q       outbox.Queue
 	persist *persister
+	in      *inLedger // inbound QoS 2 identifiers handled, PUBREL not yet arrived (inledger.go)
 	log     *slog.Logger
 	hooks   Hooks
 	stats   *counters
@@ -62,7 +63,6 @@ type dispatcher struct {
 	appending    int                              // Publish calls between the closing check and durability
 	lateTrack    int                              // of those, appends to a Queue without AsyncAppender (see early)
 	changed      chan struct{}                    // closed on the next ack or drop; nil when nobody waits
-	inHandled    map[uint16]bool                  // inbound QoS 2 identifiers whose handler accepted the message
 	gen          uint64                           // connection generation: incremented at every dial
 	// acksIn holds, per identifier, the kinds of the acknowledgements of
 	// outbound packets read on this connection that paho has not yet
@@ -78,20 +78,20 @@ type counters struct {
 
 func newDispatcher(cfg *Config, st *counters) *dispatcher {
 	return &dispatcher{
-		log:       cfg.Logger,
-		hooks:     cfg.Hooks,
-		stats:     st,
-		maxFly:    cfg.MaxInflight,
-		maxQoS2:   cfg.MaxInflightQoS2,
-		clean:     !cfg.persistentSession(),
-		kick:      make(chan struct{}, 1),
-		flights:   map[uint16]*flight{},
-		other:     map[string]packets.ControlPacket{},
-		receipts:  map[uint64]weak.Pointer[Receipt]{},
-		pinned:    map[uint64]*Receipt{},
-		early:     map[uint64]error{},
-		inHandled: map[uint16]bool{},
-		acksIn:    map[uint16][]byte{},
+		log:      cfg.Logger,
+		hooks:    cfg.Hooks,
+		stats:    st,
+		in:       newMemLedger(),
+		maxFly:   cfg.MaxInflight,
+		maxQoS2:  cfg.MaxInflightQoS2,
+		clean:    !cfg.persistentSession(),
+		kick:     make(chan struct{}, 1),
+		flights:  map[uint16]*flight{},
+		other:    map[string]packets.ControlPacket{},
+		receipts: map[uint64]weak.Pointer[Receipt]{},
+		pinned:   map[uint64]*Receipt{},
+		early:    map[uint64]error{},
+		acksIn:   map[uint16][]byte{},
 	}
 }
 

@@ -187,14 +187,16 @@ func (r *receiver) addRoute(filter string, h Handler) {
 func (r *receiver) arrive(_ mqtt.Client, pm mqtt.Message) {
 	c := r.c
 	id, qos := pm.MessageID(), pm.Qos()
-	if qos == 2 {
-		c.d.mu.Lock()
-		done := c.d.inHandled[id]
-		c.d.mu.Unlock()
-		if done { // a duplicate PUBLISH before PUBREL: already handled
-			pm.Ack()
+	if qos == 2 && c.d.in.has(id) {
+		// A duplicate PUBLISH before PUBREL, in this process or after a
+		// restart: already handled. Its PUBREC waits for the entry to be
+		// durable, like the first one did.
+		if err := c.d.in.wait(c.d.in.pending(id)); err != nil {
+			r.unrecorded(err)
 			return
 		}
+		pm.Ack()
+		return
 	}
 	m := Message{
 		Topic: pm.Topic(), Payload: pm.Payload(), QoS: qos,
@@ -302,17 +304,31 @@ func (r *receiver) offer(ctx context.Context, h Handler, m Message) bool {
 }
 
 // ack acknowledges d (and every redelivery that joined it). A QoS 2
-// identifier is recorded as handled first, so that a duplicate PUBLISH
-// before the PUBREL is not handled again.
+// identifier is first recorded as handled, durably (inledger.go), so that a
+// duplicate PUBLISH before the PUBREL is not handled again, even by the
+// next process. If that record cannot be written the message is not
+// acknowledged: the connection is dropped and the broker resends it, to be
+// acknowledged once the record is written.
 func (r *receiver) ack(d *delivery) {
 	if d.m.QoS == 2 {
-		d2 := r.c.d
-		d2.mu.Lock()
-		d2.inHandled[d.m.PacketID] = true
-		d2.mu.Unlock()
+		in := r.c.d.in
+		if err := in.wait(in.add(d.m.PacketID)); err != nil {
+			r.forget(d)
+			r.unrecorded(err)
+			return
+		}
 	}
 	for _, ack := range r.forget(d) {
 		ack()
+	}
+}
+
+// unrecorded reports a failed write of the inbound QoS 2 ledger and drops
+// the connection, whose unacknowledged messages the broker sends again.
+func (r *receiver) unrecorded(err error) {
+	r.c.log.Error("holdfast: inbound QoS 2 message handled but not recorded; not acknowledged, reconnecting", "err", err)
+	if wc := r.c.conn.Load(); wc != nil {
+		wc.breakWith(err)
 	}
 }
 
@@ -331,15 +347,22 @@ func (r *receiver) forget(d *delivery) []func() {
 // identifier (the next PUBLISH under it is a new message). A Del is no such
 // signal: paho's resume deletes stored inbound PUBLISH entries on every
 // reconnect, while the broker will still resend that PUBLISH with DUP.
-// Called with d.mu held.
+//
+// The removal at a PUBREL is written before paho's PUBCOMP leaves (see
+// wireConn.Write). A PUBLISH without DUP under an identifier still in the
+// ledger is rare (the broker ended the exchange without our PUBCOMP): its
+// removal is written before the message can reach a handler. Called on
+// paho's reader goroutine, without d.mu.
 func (d *dispatcher) inboundPut(id uint16, cp packets.ControlPacket) {
 	switch p := cp.(type) {
 	case *packets.PublishPacket:
-		if !p.Dup {
-			delete(d.inHandled, id)
+		if !p.Dup && p.Qos == 2 && d.in.has(id) {
+			if err := d.in.wait(d.in.remove(id)); err != nil {
+				d.log.Error("holdfast: inbound QoS 2 ledger", "err", err)
+			}
 		}
 	case *packets.PubrelPacket:
-		delete(d.inHandled, id)
+		d.in.remove(id)
 	}
 }
 
