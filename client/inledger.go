@@ -279,7 +279,7 @@ func (l *inLedger) write(snapshot []byte, writes []byteWrite) error {
 		}
 	}
 	if l.sync {
-		return l.f.Sync()
+		return fdatasync(l.f)
 	}
 	return nil
 }

@@ -69,3 +69,22 @@ func TestInLedgerSurvivesReopen(t *testing.T) {
 		t.Fatalf("ledger file after rewrite: %v %v", fi, err)
 	}
 }
+
+// BenchmarkInLedger is one inbound QoS 2 exchange's ledger cost: the entry
+// written before the PUBREC, its removal before the PUBCOMP.
+func BenchmarkInLedger(b *testing.B) {
+	l, err := openInLedger(b.TempDir(), true, discard())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.close()
+	for i := 0; b.Loop(); i++ {
+		id := uint16(i%65535 + 1)
+		if err := l.wait(l.add(id)); err != nil {
+			b.Fatal(err)
+		}
+		if err := l.wait(l.remove(id)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,11 +1,13 @@
 package client_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/holdfast-mqtt/holdfast/client"
 	"github.com/holdfast-mqtt/holdfast/internal/testbroker"
 )
 
@@ -146,4 +148,49 @@ func TestSubscriberKilledWhileHandling(t *testing.T) {
 	}
 	t.Logf("seed %d: %d kills; %d QoS 1 redeliveries handled again; %d QoS 2 handled twice (each the last message of a killed run)",
 		seed, kills, len(handledTwice(log, "kill/q1")), len(handledTwice(log, "kill/q2")))
+}
+
+// TestTenThousandQueuedWhileSubscriberOffline queues 10,000 messages (half
+// QoS 1, half QoS 2) for a persistent subscriber while it is stopped,
+// restarts the broker gracefully with them queued, and checks that all of
+// them reach the subscriber's handlers when it returns, the QoS 2 ones once.
+func TestTenThousandQueuedWhileSubscriberOffline(t *testing.T) {
+	const n = 5000 // per topic
+	m := testbroker.StartMosquitto(t, testbroker.MosquittoOptions{})
+	var q1, q2 sink
+	cfg := client.Config{Brokers: []string{m.URL()}, ClientID: "offline-10k", OutboxDir: t.TempDir(),
+		Subscriptions: []client.Subscription{
+			{Filter: "bulk/q1", QoS: 1, Handler: q1.native()},
+			{Filter: "bulk/q2", QoS: 2, Handler: q2.native()},
+		}}
+	c := newClient(t, cfg)
+	awaitConnected(t, c)
+	closeClient(t, c)
+
+	pub := newClient(t, client.Config{Brokers: []string{m.URL()}, ClientID: "offline-10k-pub"})
+	for i := 1; i <= n; i++ {
+		for _, qos := range []byte{1, 2} {
+			topic := fmt.Sprintf("bulk/q%d", qos)
+			if _, err := pub.PublishAsync(context.Background(), topic, []byte(fmt.Sprintf("%s %d", topic, i)), client.PublishOptions{QoS: qos}); err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+		}
+	}
+	if err := drain(pub, nil); err != nil {
+		t.Fatal(err)
+	}
+	closeClient(t, pub)
+	m.Restart(t)
+	t0 := time.Now()
+
+	c = newClient(t, cfg)
+	if err := awaitProgress(func() bool { return q1.distinct() == n && q2.distinct() == n },
+		func() uint64 { return uint64(len(q1.list()) + len(q2.list())) }, nil); err != nil {
+		t.Fatalf("received %d (QoS 1) and %d (QoS 2) of %d each: %v", q1.distinct(), q2.distinct(), n, err)
+	}
+	if got := len(q2.list()); got != n {
+		t.Fatalf("QoS 2: %d messages handled %d times", n, got)
+	}
+	t.Logf("all %d received in %v after the subscriber returned", 2*n, time.Since(t0).Round(time.Millisecond))
+	closeClient(t, c)
 }
