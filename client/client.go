@@ -225,10 +225,11 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 
 // session is one connection, as the supervisor sees it.
 type session struct {
-	broker string
-	done   chan struct{}
-	once   sync.Once
-	err    error
+	broker  string
+	done    chan struct{}
+	once    sync.Once
+	err     error
+	present atomic.Bool // the CONNACK said the broker kept the session
 }
 
 func (s *session) Done() <-chan struct{} { return s.done }
@@ -273,7 +274,9 @@ func (c *Client) connect(ctx context.Context, broker string) (reconnect.Conn, er
 		return nil, ctx.Err()
 	}
 	ct, _ := tok.(*mqtt.ConnectToken)
-	if ct != nil && !ct.SessionPresent() {
+	if ct != nil && ct.SessionPresent() {
+		s.present.Store(true)
+	} else {
 		c.resubscribe(ctx, s)
 	}
 	return s, nil

@@ -295,7 +295,6 @@ func TestFromPahoRefusesWhatItCannotHonour(t *testing.T) {
 		}},
 		{"SetPingTimeout", func(o *mqtt.ClientOptions) { o.SetPingTimeout(3 * time.Second) }},
 		{"SetProtocolVersion", func(o *mqtt.ClientOptions) { o.SetProtocolVersion(3) }},
-		{"SetAutoAckDisabled", func(o *mqtt.ClientOptions) { o.SetAutoAckDisabled(true) }},
 		{"SetStore", func(o *mqtt.ClientOptions) { o.SetStore(mqtt.NewMemoryStore()) }},
 		{"unix", func(o *mqtt.ClientOptions) { o.Servers = nil; o.AddBroker("unix:///tmp/mqtt.sock") }},
 	}
@@ -313,7 +312,7 @@ func TestFromPahoRefusesWhatItCannotHonour(t *testing.T) {
 	// What it honours, or replaces with its own equivalent, is accepted.
 	o := base().SetOrderMatters(false).SetAutoReconnect(false).SetConnectRetry(true).SetResumeSubs(true).
 		SetMaxReconnectInterval(time.Second).SetStore(mqtt.NewMemoryStore()).SetPingTimeout(10 * time.Second).
-		SetProtocolVersion(4).SetDialer(&net.Dialer{Timeout: 30 * time.Second})
+		SetProtocolVersion(4).SetDialer(&net.Dialer{Timeout: 30 * time.Second}).SetAutoAckDisabled(true)
 	c, err := client.New(client.FromPaho(o, t.TempDir()))
 	if err != nil {
 		t.Fatalf("honoured options refused: %v", err)

@@ -57,6 +57,9 @@ type receiver struct {
 	retries    int
 	backoff    time.Duration
 	deadLetter func(context.Context, Message, error)
+	// manualAcks: the paho adapter's callbacks acknowledge with
+	// Message.Ack (paho's SetAutoAckDisabled).
+	manualAcks bool
 
 	received, unrouted, refusals, deadLettered atomic.Uint64
 }
@@ -118,6 +121,7 @@ func (c *Client) initReceiver() error {
 	r.retries = max(c.cfg.HandlerRetries, 0)
 	r.backoff = c.cfg.HandlerBackoff
 	r.deadLetter = c.cfg.DeadLetter
+	r.manualAcks = c.cfg.fromPaho != nil && c.cfg.fromPaho.autoAckDisabled
 	r.compat = newCompat(c)
 	for _, s := range c.cfg.Subscriptions {
 		if err := checkSubscription(s.Filter, s.QoS, s.Handler, r.dflt != nil); err != nil {
@@ -212,6 +216,9 @@ func (r *receiver) arrive(_ mqtt.Client, pm mqtt.Message) {
 		return
 	}
 	d := &delivery{m: m, acks: []func(){pm.Ack}}
+	if r.manualAcks && qos > 0 {
+		d.m.ack = &manualAck{r: r, d: d}
+	}
 	topic := strings.Split(m.Topic, "/")
 	for _, rt := range r.routes {
 		if rt.match(topic) {
@@ -264,7 +271,59 @@ func (r *receiver) handle(ctx context.Context, d *delivery) {
 			}
 		}
 	}
+	if d.m.ack != nil && !d.m.ack.handled() {
+		return // acknowledged when a callback calls Message.Ack
+	}
 	r.ack(d)
+}
+
+// manualAck joins the two conditions for acknowledging a message that a
+// paho callback must acknowledge itself (SetAutoAckDisabled): its handling
+// ended, and Message.Ack was called (during a callback or after). Until both
+// hold the message stays unacknowledged, and the handler goroutine goes on
+// with the next one, as paho's router does; the broker's window bounds how
+// many wait.
+type manualAck struct {
+	r *receiver
+	d *delivery
+
+	mu       sync.Mutex // guards the fields below
+	expected bool       // a callback that acknowledges by itself received the message
+	called   bool       // Message.Ack was called
+	ended    bool       // every handler returned
+	done     bool       // acknowledged
+}
+
+// expect is called before such a callback runs.
+func (a *manualAck) expect() {
+	a.mu.Lock()
+	a.expected = true
+	a.mu.Unlock()
+}
+
+// handled is called when handling ended. It reports whether the message
+// may be acknowledged now; otherwise Message.Ack will do it.
+func (a *manualAck) handled() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ended = true
+	if !a.expected || a.called {
+		a.done = true
+		return true
+	}
+	return false
+}
+
+// call is Message.Ack.
+func (a *manualAck) call() {
+	a.mu.Lock()
+	a.called = true
+	now := a.ended && !a.done
+	a.done = a.done || now
+	a.mu.Unlock()
+	if now {
+		a.r.ack(a.d)
+	}
 }
 
 // offer gives m to h until h accepts it, retrying a refusal with backoff
