@@ -28,7 +28,10 @@ type Message struct {
 // only when its handling ends that way, and only once every handler whose
 // filter matches it has ended: a crash or a Close before that means the
 // broker redelivers it to the next connection of this persistent session,
-// never loss.
+// never loss. A QoS 2 message is handed to the handlers once: its packet
+// identifier is recorded before the PUBREC, durably with Config.OutboxDir,
+// so that the broker's resend (before it has the PUBREC) is acknowledged
+// without being handled again, even by the next process.
 //
 // By default handlers run one message at a time, in arrival order, on a
 // goroutine of the client (Config.HandlerConcurrency runs more at once).
