@@ -326,7 +326,9 @@ func (c *Client) Flush(ctx context.Context) error {
 		appending := c.d.appending
 		c.d.mu.Unlock()
 		supCh := c.sup.Changed()
-		if appending == 0 && c.q.Stats().Len == 0 {
+		// Pending: a Publish may return (its commit done) a moment before
+		// its record counts in Len; Pending counts it until then.
+		if qs := c.q.Stats(); appending == 0 && qs.Len == 0 && qs.Pending == 0 {
 			return nil
 		}
 		if err := c.stopped(); err != nil {
