@@ -426,7 +426,7 @@ func (c *Client) close(ctx context.Context) error {
 type Stats struct {
 	State       reconnect.State
 	Broker      string
-	Queued      int           // messages in the outbox, in flight included
+	Queued      int           // messages in the outbox, in flight included, and those still committing
 	QueuedBytes int64         // their size
 	OldestAge   time.Duration // age of the oldest queued message; 0 when empty
 	Inflight    int           // sent, not yet acknowledged
@@ -456,7 +456,7 @@ func (c *Client) Stats() Stats {
 	st := Stats{
 		State:       c.sup.State(),
 		Broker:      broker,
-		Queued:      qs.Len,
+		Queued:      qs.Len + qs.Pending, // a Publish may return a moment before Len counts its record
 		QueuedBytes: qs.Bytes,
 		Inflight:    inflight,
 		Accepted:    c.stats.accepted.Load(),
