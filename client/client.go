@@ -132,21 +132,33 @@ func (c *Client) openOutbox() error {
 		OnDrop:         c.onDrop,
 		Logger:         c.cfg.Logger,
 	}
-	var err error
 	if c.cfg.OutboxDir == "" {
 		c.q = outbox.NewMemory(opts)
-	} else {
-		c.q, err = outbox.Open(c.cfg.OutboxDir, opts)
+		c.ownQ = true
+		return nil
 	}
-	c.ownQ = err == nil
-	return err
+	q, err := outbox.Open(c.cfg.OutboxDir, opts)
+	if err != nil {
+		return err
+	}
+	// The inbound QoS 2 ledger lives next to the outbox (inledger.go).
+	in, err := openInLedger(c.cfg.OutboxDir, c.cfg.Durability != outbox.NoSync, c.log)
+	if err != nil {
+		_ = q.Close()
+		return err
+	}
+	c.q, c.ownQ, c.d.in = q, true, in
+	return nil
 }
 
+// closeOutbox closes the outbox if the client opened it, and the inbound
+// QoS 2 ledger.
 func (c *Client) closeOutbox() error {
+	err := c.d.in.close()
 	if c.ownQ && c.q != nil {
-		return c.q.Close()
+		err = errors.Join(c.q.Close(), err)
 	}
-	return nil
+	return err
 }
 
 // onDrop is the outbox's report of a record dropped or expired unsent.
@@ -226,10 +238,11 @@ func (c *Client) pahoOptions() *mqtt.ClientOptions {
 
 // session is one connection, as the supervisor sees it.
 type session struct {
-	broker string
-	done   chan struct{}
-	once   sync.Once
-	err    error
+	broker  string
+	done    chan struct{}
+	once    sync.Once
+	err     error
+	present atomic.Bool // the CONNACK said the broker kept the session
 }
 
 func (s *session) Done() <-chan struct{} { return s.done }
@@ -278,7 +291,9 @@ func (c *Client) connect(ctx context.Context, broker string) (reconnect.Conn, er
 		return nil, ctx.Err()
 	}
 	ct, _ := tok.(*mqtt.ConnectToken)
-	if ct != nil && !ct.SessionPresent() {
+	if ct != nil && ct.SessionPresent() {
+		s.present.Store(true)
+	} else {
 		c.resubscribe(ctx, s)
 	}
 	return s, nil
@@ -325,7 +340,9 @@ func (c *Client) Flush(ctx context.Context) error {
 	for {
 		ch, appending := c.d.rc.watch() // taken before the check: a later change closes it
 		supCh := c.sup.Changed()
-		if appending == 0 && c.q.Stats().Len == 0 {
+		// Pending: a Publish may return (its commit done) a moment before
+		// its record counts in Len; Pending counts it until then.
+		if qs := c.q.Stats(); appending == 0 && qs.Len == 0 && qs.Pending == 0 {
 			return nil
 		}
 		if err := c.stopped(); err != nil {
@@ -404,7 +421,7 @@ func (c *Client) close(ctx context.Context) error {
 type Stats struct {
 	State       reconnect.State
 	Broker      string        // the current or last broker (a password in its URL is shown as "xxxxx")
-	Queued      int           // messages in the outbox, in flight included
+	Queued      int           // messages in the outbox, in flight included, and those still committing
 	QueuedBytes int64         // their size
 	OldestAge   time.Duration // age of the oldest queued message; 0 when empty
 	Inflight    int           // sent, not yet acknowledged
@@ -435,7 +452,7 @@ func (c *Client) Stats() Stats {
 	st := Stats{
 		State:       c.sup.State(),
 		Broker:      redactURL(broker),
-		Queued:      qs.Len,
+		Queued:      qs.Len + qs.Pending, // PublishAsync messages still committing count too
 		QueuedBytes: qs.Bytes,
 		Inflight:    inflight,
 		Pending:     len(c.pending),

@@ -30,8 +30,13 @@ import (
 // and Unsubscribe are durable (see Client.Subscribe): made while
 // reconnecting, they are sent on the next connection and their token
 // completes then. A broker's refusal of a subscription is the token's
-// error, wrapping ErrSubscriptionRefused. Tokens are not paho's concrete
-// types: SessionPresent, MessageID and Result are not available.
+// error, wrapping ErrSubscriptionRefused.
+//
+// Tokens are not paho's concrete types, which cannot be made outside paho:
+// `tok.(*mqtt.ConnectToken)` fails. The connect token has SessionPresent and
+// ReturnCode, the subscribe token Result, as paho's do, so an assertion to
+// an interface (`tok.(interface{ SessionPresent() bool })`) works with both;
+// the publish token has Receipt instead of MessageID (tokens.go).
 func (c *Client) Paho() mqtt.Client { return c.rx.compat }
 
 // pahoUnorderedHandlers is Config.HandlerConcurrency for paho options with
@@ -49,7 +54,10 @@ type pahoSettings struct {
 	onReconnecting mqtt.ReconnectHandler
 	onNotify       mqtt.ConnectionNotificationHandler
 	openConn       mqtt.OpenConnectionFunc // SetCustomOpenConnectionFn; nil: Holdfast dials
-	refused        []string
+	// autoAckDisabled: callbacks acknowledge with Message.Ack
+	// (SetAutoAckDisabled).
+	autoAckDisabled bool
+	refused         []string
 }
 
 // FromPaho builds a Config from paho ClientOptions; outboxDir is the durable
@@ -78,16 +86,19 @@ type pahoSettings struct {
 // subscriptions and messages that match no route, from the first
 // connection), OnConnect after each connection, connection-lost,
 // reconnecting (before each attempt after a loss; changes it makes to the
-// options are ignored) and connection-notification.
+// options are ignored) and connection-notification; SetAutoAckDisabled: a
+// QoS 1/2 message is acknowledged once its callbacks returned and one of
+// them called Message.Ack (during the callback or later, from any
+// goroutine); the callbacks go on with the next messages meanwhile, and a
+// message never acknowledged is redelivered to the next run.
 //
 // Replaced by Holdfast's own equivalent: AutoReconnect, ConnectRetry and
 // ConnectRetryInterval (Holdfast always reconnects, with Config.Backoff),
 // ResumeSubs (subscriptions are always restored), SetStore when outboxDir
 // is set (the outbox), MessageChannelDepth (unused by paho too).
 //
-// Refused: SetProtocolVersion other than 4, SetAutoAckDisabled (a message
-// is acknowledged when its callbacks return), and SetStore with an
-// in-memory outbox (pass a directory instead).
+// Refused: SetProtocolVersion other than 4, and SetStore with an in-memory
+// outbox (pass a directory instead).
 func FromPaho(o *mqtt.ClientOptions, outboxDir string) Config {
 	r := mqtt.NewOptionsReader(o)
 	cfg := Config{
@@ -160,9 +171,7 @@ func FromPaho(o *mqtt.ClientOptions, outboxDir string) Config {
 	if v := o.ProtocolVersion; v != 0 && v != 4 {
 		refuse("SetProtocolVersion", fmt.Sprintf("only MQTT 3.1.1 (4), not %d", v))
 	}
-	if o.AutoAckDisabled {
-		refuse("SetAutoAckDisabled", "a message is acknowledged when its callbacks return")
-	}
+	ps.autoAckDisabled = o.AutoAckDisabled
 	if o.Store != nil && outboxDir == "" {
 		refuse("SetStore", "pass a directory as FromPaho's outboxDir for a durable outbox")
 	}
@@ -175,10 +184,10 @@ type compat struct {
 	c *Client
 	p *pahoSettings // nil unless the Config came from FromPaho
 
-	mu        sync.Mutex // guards connected, waiters and calls
-	connected bool       // a connection was established before (reconnecting handler, notifications)
-	waiters   []*token   // Connect calls waiting for the first outcome
-	calls     []func()   // callbacks not run yet, in order
+	mu        sync.Mutex      // guards connected, waiters and calls
+	connected bool            // a connection was established before (reconnecting handler, notifications)
+	waiters   []*connectToken // Connect calls waiting for the first outcome
+	calls     []func()        // callbacks not run yet, in order
 	wake      chan struct{}
 }
 
@@ -199,14 +208,14 @@ func (p *compat) IsConnectionOpen() bool { return p.c.paho.IsConnectionOpen() }
 // the error of the next failed attempt (as paho's does). The client connects
 // on its own from New, and goes on trying after a failed attempt.
 func (p *compat) Connect() mqtt.Token {
-	t := newToken()
+	t := &connectToken{token: newToken()}
 	p.mu.Lock()
 	p.waiters = append(p.waiters, t)
 	p.mu.Unlock()
 	if p.c.closing.Load() {
-		t.finish(ErrClosed)
+		t.finishConnect(ErrClosed, false)
 	} else if p.c.IsConnected() {
-		t.finish(nil)
+		t.finishConnect(nil, p.c.sessionPresent())
 	}
 	return t
 }
@@ -259,27 +268,6 @@ func (p *compat) Publish(topic string, qos byte, retained bool, payload interfac
 	return receiptToken{r}
 }
 
-// receiptToken is a Receipt seen as a paho token.
-type receiptToken struct{ r *Receipt }
-
-func (t receiptToken) Wait() bool { <-t.r.Done(); return true }
-func (t receiptToken) WaitTimeout(d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-t.r.Done():
-		return true
-	case <-timer.C:
-		return false
-	}
-}
-func (t receiptToken) Done() <-chan struct{} { return t.r.Done() }
-func (t receiptToken) Error() error {
-	t.r.mu.Lock()
-	defer t.r.mu.Unlock()
-	return t.r.err
-}
-
 // Subscribe subscribes as Client.Subscribe does; a nil callback sends the
 // messages to the default publish handler (or leaves an AddRoute in place).
 func (p *compat) Subscribe(topic string, qos byte, callback mqtt.MessageHandler) mqtt.Token {
@@ -303,12 +291,15 @@ func (p *compat) SubscribeMultiple(filters map[string]byte, callback mqtt.Messag
 		return t
 	}
 	h := p.handler(callback)
-	var answers []<-chan error
+	st := &subscribeToken{token: t, result: make(map[string]byte, len(filters))}
+	var answers []<-chan answer
+	var names []string
 	for f, q := range filters {
 		answers = append(answers, p.c.rx.want(f, true, q, h))
+		names = append(names, f)
 	}
-	go p.finishAll(t, answers)
-	return t
+	go p.finishAll(t, answers, func(i int, a answer) { st.set(names[i], a.granted) })
+	return st
 }
 
 func (p *compat) Unsubscribe(topics ...string) mqtt.Token {
@@ -323,21 +314,25 @@ func (p *compat) Unsubscribe(topics ...string) mqtt.Token {
 		t.finish(ErrClosed)
 		return t
 	}
-	var answers []<-chan error
+	var answers []<-chan answer
 	for _, f := range topics {
 		answers = append(answers, p.c.rx.want(f, false, 0, nil))
 	}
-	go p.finishAll(t, answers)
+	go p.finishAll(t, answers, nil)
 	return t
 }
 
-// finishAll completes t with the broker's answers, or ErrClosed.
-func (p *compat) finishAll(t *token, answers []<-chan error) {
+// finishAll completes t with the broker's answers, or ErrClosed. each, if
+// not nil, sees every answer before t completes.
+func (p *compat) finishAll(t *token, answers []<-chan answer, each func(int, answer)) {
 	var errs []error
-	for _, a := range answers {
+	for i, ch := range answers {
 		select {
-		case err := <-a:
-			errs = append(errs, err)
+		case a := <-ch:
+			if each != nil {
+				each(i, a)
+			}
+			errs = append(errs, a.err)
 		case <-p.c.ctx.Done():
 			t.finish(ErrClosed)
 			return
@@ -362,6 +357,9 @@ func (p *compat) handler(cb mqtt.MessageHandler) Handler {
 		return nil
 	}
 	return func(_ context.Context, m Message) error {
+		if m.ack != nil {
+			m.ack.expect()
+		}
 		cb(p, compatMessage{m})
 		return nil
 	}
@@ -375,38 +373,12 @@ func (m compatMessage) Retained() bool    { return m.m.Retained }
 func (m compatMessage) Topic() string     { return m.m.Topic }
 func (m compatMessage) MessageID() uint16 { return m.m.PacketID }
 func (m compatMessage) Payload() []byte   { return m.m.Payload }
-func (m compatMessage) Ack()              {} // acknowledged when the callbacks return
 
-// token is an mqtt.Token completed once.
-type token struct {
-	done chan struct{}
-	once sync.Once
-	err  error
-}
-
-func newToken() *token { return &token{done: make(chan struct{})} }
-
-func (t *token) finish(err error) {
-	t.once.Do(func() { t.err = err; close(t.done) })
-}
-
-func (t *token) Wait() bool { <-t.done; return true }
-func (t *token) WaitTimeout(d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-t.done:
-		return true
-	case <-timer.C:
-		return false
-	}
-}
-func (t *token) Done() <-chan struct{} { return t.done }
-func (t *token) Error() error {
-	select {
-	case <-t.done:
-		return t.err
-	default:
-		return nil
+// Ack acknowledges the message once its callbacks returned, with
+// SetAutoAckDisabled; otherwise it does nothing (the message is acknowledged
+// when its callbacks return).
+func (m compatMessage) Ack() {
+	if m.m.ack != nil {
+		m.m.ack.call()
 	}
 }

@@ -282,7 +282,6 @@ func TestFromPahoRefusesWhatItCannotHonour(t *testing.T) {
 		set    func(o *mqtt.ClientOptions)
 	}{
 		{"SetProtocolVersion", func(o *mqtt.ClientOptions) { o.SetProtocolVersion(3) }},
-		{"SetAutoAckDisabled", func(o *mqtt.ClientOptions) { o.SetAutoAckDisabled(true) }},
 		{"SetStore", func(o *mqtt.ClientOptions) { o.SetStore(mqtt.NewMemoryStore()) }},
 	}
 	for _, tc := range cases {
@@ -302,7 +301,8 @@ func TestFromPahoRefusesWhatItCannotHonour(t *testing.T) {
 		SetProtocolVersion(4).SetDialer(&net.Dialer{Timeout: time.Second}).SetPingTimeout(3 * time.Second).
 		SetHTTPHeaders(http.Header{"X-A": {"b"}}).SetWebsocketOptions(&mqtt.WebsocketOptions{ReadBufferSize: 1}).
 		SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) { return nil, errors.New("x") }).
-		SetConnectionAttemptHandler(func(*url.URL, *tls.Config) *tls.Config { return nil })
+		SetConnectionAttemptHandler(func(*url.URL, *tls.Config) *tls.Config { return nil }).
+		SetAutoAckDisabled(true)
 	o.AddBroker("unix:///tmp/mqtt.sock")
 	c, err := client.New(client.FromPaho(o, t.TempDir()))
 	if err != nil {

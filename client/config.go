@@ -43,7 +43,9 @@ type Config struct {
 	OutboxDir string
 
 	// Outbox, when set, is used instead of opening OutboxDir. The client
-	// does not close a Queue it did not open.
+	// does not close a Queue it did not open. The inbound QoS 2 ledger
+	// (see Handler) then lives in memory: set OutboxDir instead for it to
+	// survive a restart.
 	Outbox outbox.Queue
 
 	// Durability of each Publish, for a durable outbox. Default

@@ -34,6 +34,7 @@ type flight struct {
 type dispatcher struct {
 	q       outbox.Queue
 	persist *persister
+	in      *inLedger // inbound QoS 2 identifiers handled, PUBREL not yet arrived (inledger.go)
 	log     *slog.Logger
 	hooks   Hooks
 	stats   *counters
@@ -55,7 +56,6 @@ type dispatcher struct {
 	unreleased   int                              // QoS 2 flights whose PUBREL was not written yet
 	unclaimed    int                              // flights whose identifier paho does not hold
 	cursor       uint64                           // highest seq handed to paho (or resumed from disk)
-	inHandled    map[uint16]bool                  // inbound QoS 2 identifiers whose handler accepted the message
 	gen          uint64                           // connection generation: incremented at every dial
 	// acksIn holds, per identifier, the kinds of the acknowledgements of
 	// outbound packets read on this connection that paho has not yet
@@ -71,18 +71,18 @@ type counters struct {
 
 func newDispatcher(cfg *Config, st *counters) *dispatcher {
 	return &dispatcher{
-		log:       cfg.Logger,
-		hooks:     cfg.Hooks,
-		stats:     st,
-		maxFly:    cfg.MaxInflight,
-		maxQoS2:   cfg.MaxInflightQoS2,
-		clean:     !cfg.persistentSession(),
-		kick:      make(chan struct{}, 1),
-		flights:   map[uint16]*flight{},
-		other:     map[string]packets.ControlPacket{},
-		rc:        newRegistry(),
-		inHandled: map[uint16]bool{},
-		acksIn:    map[uint16][]byte{},
+		log:     cfg.Logger,
+		hooks:   cfg.Hooks,
+		stats:   st,
+		in:      newMemLedger(),
+		maxFly:  cfg.MaxInflight,
+		maxQoS2: cfg.MaxInflightQoS2,
+		clean:   !cfg.persistentSession(),
+		kick:    make(chan struct{}, 1),
+		flights: map[uint16]*flight{},
+		other:   map[string]packets.ControlPacket{},
+		rc:      newRegistry(),
+		acksIn:  map[uint16][]byte{},
 	}
 }
 

@@ -37,6 +37,9 @@
 //     no subscription matches goes to Config.DefaultHandler, or is
 //     acknowledged and counted (Stats.Unrouted): none is left
 //     unacknowledged to hold the broker's window.
+//   - Inbound QoS 2 reaches the handlers once, across reconnects and
+//     restarts: the identifiers handled and not yet released are written to
+//     a small file next to the outbox before the PUBREC leaves.
 //   - Subscribe and Unsubscribe are kept until the broker acknowledged
 //     them: made offline they are sent on the next connection, and a
 //     failed one is sent again.
@@ -50,7 +53,12 @@
 //   - Ordering across QoS levels of one client holds for live sends (a QoS
 //     0/1 message waits for the PUBREL of every earlier QoS 2 message);
 //     within one QoS level it holds across reconnects and restarts too.
-//   - Inbound QoS 2 deduplication lasts for one process: a duplicate
-//     delivered after a restart reaches the handler again.
+//   - Inbound QoS 2: a crash after a handler returned and before its
+//     message's identifier was written (one fsync) hands that message to
+//     the handler again. With an in-memory outbox, or Config.Outbox, the
+//     identifiers live in memory and last the process.
+//   - Shared subscriptions ($share/<group>/<filter>): MQTT 3.1.1 does not
+//     say which subscription a message came for, so it is routed by the
+//     inner filter to every route that matches.
 //   - With an in-memory outbox (no OutboxDir) nothing survives the process.
 package client

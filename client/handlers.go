@@ -44,7 +44,7 @@ func (p *compat) event(ev reconnect.Event) {
 		decided = false
 	}
 	p.mu.Lock()
-	var waiters []*token
+	var waiters []*connectToken
 	if decided {
 		waiters, p.waiters = p.waiters, nil
 	}
@@ -56,8 +56,9 @@ func (p *compat) event(ev reconnect.Event) {
 		p.calls = append(p.calls, s.callbacks(p, ev, reconnecting)...)
 	}
 	p.mu.Unlock()
+	present := ev.State == reconnect.Connected && p.c.sessionPresent()
 	for _, t := range waiters {
-		t.finish(outcome)
+		t.finishConnect(outcome, present)
 	}
 	select {
 	case p.wake <- struct{}{}:
@@ -124,4 +125,11 @@ func (p *compat) runCallbacks(ctx context.Context) {
 			call()
 		}
 	}
+}
+
+// sessionPresent reports whether the broker kept the session at the current
+// connection (its CONNACK).
+func (c *Client) sessionPresent() bool {
+	s := c.sess.Load()
+	return s != nil && s.present.Load()
 }

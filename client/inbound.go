@@ -57,6 +57,9 @@ type receiver struct {
 	retries    int
 	backoff    time.Duration
 	deadLetter func(context.Context, Message, error)
+	// manualAcks: the paho adapter's callbacks acknowledge with
+	// Message.Ack (paho's SetAutoAckDisabled).
+	manualAcks bool
 
 	received, unrouted, refusals, deadLettered atomic.Uint64
 }
@@ -118,6 +121,7 @@ func (c *Client) initReceiver() error {
 	r.retries = max(c.cfg.HandlerRetries, 0)
 	r.backoff = c.cfg.HandlerBackoff
 	r.deadLetter = c.cfg.DeadLetter
+	r.manualAcks = c.cfg.fromPaho != nil && c.cfg.fromPaho.autoAckDisabled
 	r.compat = newCompat(c)
 	for _, s := range c.cfg.Subscriptions {
 		if err := checkSubscription(s.Filter, s.QoS, s.Handler, r.dflt != nil); err != nil {
@@ -187,14 +191,16 @@ func (r *receiver) addRoute(filter string, h Handler) {
 func (r *receiver) arrive(_ mqtt.Client, pm mqtt.Message) {
 	c := r.c
 	id, qos := pm.MessageID(), pm.Qos()
-	if qos == 2 {
-		c.d.mu.Lock()
-		done := c.d.inHandled[id]
-		c.d.mu.Unlock()
-		if done { // a duplicate PUBLISH before PUBREL: already handled
-			pm.Ack()
+	if qos == 2 && c.d.in.has(id) {
+		// A duplicate PUBLISH before PUBREL, in this process or after a
+		// restart: already handled. Its PUBREC waits for the entry to be
+		// durable, like the first one did.
+		if err := c.d.in.wait(c.d.in.pending(id)); err != nil {
+			r.unrecorded(err)
 			return
 		}
+		pm.Ack()
+		return
 	}
 	m := Message{
 		Topic: pm.Topic(), Payload: pm.Payload(), QoS: qos,
@@ -210,6 +216,9 @@ func (r *receiver) arrive(_ mqtt.Client, pm mqtt.Message) {
 		return
 	}
 	d := &delivery{m: m, acks: []func(){pm.Ack}}
+	if r.manualAcks && qos > 0 {
+		d.m.ack = &manualAck{r: r, d: d}
+	}
 	topic := strings.Split(m.Topic, "/")
 	for _, rt := range r.routes {
 		if rt.match(topic) {
@@ -262,7 +271,59 @@ func (r *receiver) handle(ctx context.Context, d *delivery) {
 			}
 		}
 	}
+	if d.m.ack != nil && !d.m.ack.handled() {
+		return // acknowledged when a callback calls Message.Ack
+	}
 	r.ack(d)
+}
+
+// manualAck joins the two conditions for acknowledging a message that a
+// paho callback must acknowledge itself (SetAutoAckDisabled): its handling
+// ended, and Message.Ack was called (during a callback or after). Until both
+// hold the message stays unacknowledged, and the handler goroutine goes on
+// with the next one, as paho's router does; the broker's window bounds how
+// many wait.
+type manualAck struct {
+	r *receiver
+	d *delivery
+
+	mu       sync.Mutex // guards the fields below
+	expected bool       // a callback that acknowledges by itself received the message
+	called   bool       // Message.Ack was called
+	ended    bool       // every handler returned
+	done     bool       // acknowledged
+}
+
+// expect is called before such a callback runs.
+func (a *manualAck) expect() {
+	a.mu.Lock()
+	a.expected = true
+	a.mu.Unlock()
+}
+
+// handled is called when handling ended. It reports whether the message
+// may be acknowledged now; otherwise Message.Ack will do it.
+func (a *manualAck) handled() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ended = true
+	if !a.expected || a.called {
+		a.done = true
+		return true
+	}
+	return false
+}
+
+// call is Message.Ack.
+func (a *manualAck) call() {
+	a.mu.Lock()
+	a.called = true
+	now := a.ended && !a.done
+	a.done = a.done || now
+	a.mu.Unlock()
+	if now {
+		a.r.ack(a.d)
+	}
 }
 
 // offer gives m to h until h accepts it, retrying a refusal with backoff
@@ -302,17 +363,31 @@ func (r *receiver) offer(ctx context.Context, h Handler, m Message) bool {
 }
 
 // ack acknowledges d (and every redelivery that joined it). A QoS 2
-// identifier is recorded as handled first, so that a duplicate PUBLISH
-// before the PUBREL is not handled again.
+// identifier is first recorded as handled, durably (inledger.go), so that a
+// duplicate PUBLISH before the PUBREL is not handled again, even by the
+// next process. If that record cannot be written the message is not
+// acknowledged: the connection is dropped and the broker resends it, to be
+// acknowledged once the record is written.
 func (r *receiver) ack(d *delivery) {
 	if d.m.QoS == 2 {
-		d2 := r.c.d
-		d2.mu.Lock()
-		d2.inHandled[d.m.PacketID] = true
-		d2.mu.Unlock()
+		in := r.c.d.in
+		if err := in.wait(in.add(d.m.PacketID)); err != nil {
+			r.forget(d)
+			r.unrecorded(err)
+			return
+		}
 	}
 	for _, ack := range r.forget(d) {
 		ack()
+	}
+}
+
+// unrecorded reports a failed write of the inbound QoS 2 ledger and drops
+// the connection, whose unacknowledged messages the broker sends again.
+func (r *receiver) unrecorded(err error) {
+	r.c.log.Error("holdfast: inbound QoS 2 message handled but not recorded; not acknowledged, reconnecting", "err", err)
+	if wc := r.c.conn.Load(); wc != nil {
+		wc.breakWith(err)
 	}
 }
 
@@ -331,15 +406,22 @@ func (r *receiver) forget(d *delivery) []func() {
 // identifier (the next PUBLISH under it is a new message). A Del is no such
 // signal: paho's resume deletes stored inbound PUBLISH entries on every
 // reconnect, while the broker will still resend that PUBLISH with DUP.
-// Called with d.mu held.
+//
+// The removal at a PUBREL is written before paho's PUBCOMP leaves (see
+// wireConn.Write). A PUBLISH without DUP under an identifier still in the
+// ledger is rare (the broker ended the exchange without our PUBCOMP): its
+// removal is written before the message can reach a handler. Called on
+// paho's reader goroutine, without d.mu.
 func (d *dispatcher) inboundPut(id uint16, cp packets.ControlPacket) {
 	switch p := cp.(type) {
 	case *packets.PublishPacket:
-		if !p.Dup {
-			delete(d.inHandled, id)
+		if !p.Dup && p.Qos == 2 && d.in.has(id) {
+			if err := d.in.wait(d.in.remove(id)); err != nil {
+				d.log.Error("holdfast: inbound QoS 2 ledger", "err", err)
+			}
 		}
 	case *packets.PubrelPacket:
-		delete(d.inHandled, id)
+		d.in.remove(id)
 	}
 }
 

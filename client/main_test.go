@@ -8,5 +8,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envChild) == "subscriber" {
+		os.Exit(childSubscriber()) // a test's child process (child_test.go)
+	}
 	os.Exit(leakcheck.Run(m))
 }

@@ -318,6 +318,18 @@ func checkFilter(filter string) error {
 		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidFilter)
 	}
 	levels := strings.Split(filter, "/")
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		// A shared subscription: "$share/<group>/<filter>" (MQTT 5.0 section
+		// 4.8.2, which Mosquitto and other brokers accept over 3.1.1).
+		group, inner, ok := strings.Cut(rest, "/")
+		switch {
+		case group == "" || strings.ContainsAny(group, "+#"):
+			return fmt.Errorf("%w: %q: a shared subscription needs a group name without wildcards", ErrInvalidFilter, filter)
+		case !ok || inner == "":
+			return fmt.Errorf("%w: %q: a shared subscription needs a filter after its group", ErrInvalidFilter, filter)
+		}
+		levels = strings.Split(inner, "/")
+	}
 	for i, l := range levels {
 		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
 			return fmt.Errorf("%w: %q: '#' must be a whole last level", ErrInvalidFilter, filter)

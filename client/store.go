@@ -38,11 +38,11 @@ func (d *dispatcher) Put(key string, cp packets.ControlPacket) {
 		return
 	}
 	pub, isPub := cp.(*packets.PublishPacket)
+	if !out {
+		d.inboundPut(id, cp)
+	}
 	if !out || !isPub {
 		d.mu.Lock()
-		if !out {
-			d.inboundPut(id, cp)
-		}
 		d.other[key] = cp
 		d.mu.Unlock()
 		return

@@ -17,6 +17,8 @@ type Message struct {
 	Retained  bool
 	Duplicate bool   // the broker marked it as a possible redelivery
 	PacketID  uint16 // 0 for QoS 0
+
+	ack *manualAck // the paho adapter's Message.Ack, with SetAutoAckDisabled (inbound.go)
 }
 
 // Handler processes one inbound message. Returning nil accepts it. An error
@@ -26,7 +28,10 @@ type Message struct {
 // only when its handling ends that way, and only once every handler whose
 // filter matches it has ended: a crash or a Close before that means the
 // broker redelivers it to the next connection of this persistent session,
-// never loss.
+// never loss. A QoS 2 message is handed to the handlers once: its packet
+// identifier is recorded before the PUBREC, durably with Config.OutboxDir,
+// so that the broker's resend (before it has the PUBREC) is acknowledged
+// without being handled again, even by the next process.
 //
 // By default handlers run one message at a time, in arrival order, on a
 // goroutine of the client (Config.HandlerConcurrency runs more at once).
@@ -44,17 +49,26 @@ type Subscription struct {
 // intent is what the broker should hold for one filter: a subscription, or
 // none (an Unsubscribe not yet acknowledged).
 type intent struct {
-	sub     bool         // subscribe (true) or unsubscribe (false)
-	qos     byte         // for sub
-	synced  bool         // the broker acknowledged it in the current session
-	gen     uint64       // incremented by every call that changes it
-	waiters []chan error // calls waiting for the broker's answer
+	sub     bool          // subscribe (true) or unsubscribe (false)
+	qos     byte          // for sub
+	synced  bool          // the broker acknowledged it in the current session
+	gen     uint64        // incremented by every call that changes it
+	waiters []chan answer // calls waiting for the broker's answer
 }
 
-// finish answers every waiting call.
-func (in *intent) finish(err error) {
+// answer is the broker's answer to an intent, as a waiting call receives it.
+type answer struct {
+	err     error
+	granted byte // a subscription's granted QoS (0x80: refused)
+}
+
+// finish answers every waiting call with err.
+func (in *intent) finish(err error) { in.answer(answer{err: err}) }
+
+// answer answers every waiting call.
+func (in *intent) answer(a answer) {
 	for _, w := range in.waiters {
-		w <- err // buffered, capacity 1
+		w <- a // buffered, capacity 1
 	}
 	in.waiters = nil
 }
@@ -118,8 +132,8 @@ func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
 // want records what the broker should hold for filter and wakes the syncer.
 // h, when not nil, becomes filter's route; an unsubscribe removes the route.
 // The returned channel receives the broker's answer.
-func (r *receiver) want(filter string, sub bool, qos byte, h Handler) <-chan error {
-	done := make(chan error, 1)
+func (r *receiver) want(filter string, sub bool, qos byte, h Handler) <-chan answer {
+	done := make(chan answer, 1)
 	r.mu.Lock()
 	switch {
 	case !sub:
@@ -147,10 +161,10 @@ func (r *receiver) wake() {
 	}
 }
 
-func (c *Client) await(ctx context.Context, done <-chan error) error {
+func (c *Client) await(ctx context.Context, done <-chan answer) error {
 	select {
-	case err := <-done:
-		return err
+	case a := <-done:
+		return a.err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-c.ctx.Done():
@@ -271,11 +285,15 @@ func (c *Client) syncOnce(ctx context.Context) bool {
 					c.log.Warn("holdfast: the broker refused a subscription", "filter", p.filter)
 					delete(r.intents, p.filter)
 					r.deleteRouteLocked(p.filter)
-					in.finish(fmt.Errorf("%w: %q", ErrSubscriptionRefused, p.filter))
+					in.answer(answer{err: fmt.Errorf("%w: %q", ErrSubscriptionRefused, p.filter), granted: code})
 					return
 				}
 				in.synced = true
-				in.finish(nil)
+				granted, has := codes[p.filter]
+				if !has {
+					granted = p.qos
+				}
+				in.answer(answer{granted: granted})
 			})
 		}
 	}

@@ -87,6 +87,13 @@ func (c *wireConn) Read(p []byte) (int, error) {
 				c.scan.connack = false
 				if c.scan.connackRC == 0 && !c.scan.sessionSet {
 					c.d.sessionGone()
+					// No inbound identifier is in use either. Written before
+					// paho sees the CONNACK: a stale entry would swallow a new
+					// message under its identifier after a restart.
+					if perr := c.d.in.wait(c.d.in.clear()); perr != nil {
+						c.r, c.w, c.rerr = 0, 0, perr
+						return 0, perr
+					}
 				}
 			}
 			if len(c.scan.acks) > 0 {
@@ -117,6 +124,12 @@ func (c *wireConn) Write(b []byte) (int, error) {
 		id := binary.BigEndian.Uint16(b[2:4])
 		w.batch, w.seq, w.ok = c.d.releasing(id)
 		w.id, w.phase, w.pubrel = id, outbox.PhaseReleased, true
+	} else if len(b) >= 4 && b[0]>>4 == ptypePubcomp && b[1] == 2 {
+		// The end of an inbound QoS 2 exchange: the identifier's removal
+		// from the ledger must be durable first (inledger.go).
+		if batch := c.d.in.pending(binary.BigEndian.Uint16(b[2:4])); batch != nil {
+			w = waitFor{batch: batch, ok: true, inbound: true}
+		}
 	} else if len(b) > 0 && b[0]>>4 == ptypePublish && b[0]&0x06 != 0 {
 		dup := b[0]&0x08 != 0
 		if id, ok := publishID(b); ok {

@@ -196,11 +196,9 @@ func TestInboundQoS2DedupSurvivesResume(t *testing.T) {
 		p.TopicName, p.Qos, p.MessageID, p.Dup = "t", 2, 5, dup
 		return p
 	}
-	handled := func() bool { d.mu.Lock(); defer d.mu.Unlock(); return d.inHandled[5] }
+	handled := func() bool { return d.in.has(5) }
 	d.Put("i.5", in(false))
-	d.mu.Lock()
-	d.inHandled[5] = true // the handler accepted it
-	d.mu.Unlock()
+	d.in.add(5)            // the handler accepted it
 	d.Del("i.5")           // paho's resume on the next connection
 	d.Put("i.5", in(true)) // the broker's resend
 	if !handled() {
@@ -213,9 +211,7 @@ func TestInboundQoS2DedupSurvivesResume(t *testing.T) {
 		t.Fatal("after the PUBREL the identifier still marks a handled message")
 	}
 	d.Put("i.5", in(false))
-	d.mu.Lock()
-	d.inHandled[5] = true
-	d.mu.Unlock()
+	d.in.add(5)
 	d.Put("i.5", in(false)) // a new message under the identifier
 	if handled() {
 		t.Fatal("a new message (no DUP) was taken for a duplicate")

@@ -16,6 +16,9 @@ type waitFor struct {
 	id     uint16
 	phase  outbox.Phase
 	pubrel bool // a PUBREL: lift the ordering barrier once written
+	// inbound: batch is the inbound QoS 2 ledger's (a PUBCOMP), not the
+	// outbox's.
+	inbound bool
 }
 
 func (w waitFor) ready() bool { return w.batch == nil || w.batch.isDone() }
@@ -149,7 +152,11 @@ func (c *wireConn) writer() {
 // the write timeout for each chunk of writeChunk bytes.
 func (c *wireConn) writeBatch(b []byte, ws []mark) error {
 	for _, m := range ws {
-		if m.w.ok && m.w.batch != nil {
+		if m.w.inbound {
+			if err := c.d.in.wait(m.w.batch); err != nil {
+				return err
+			}
+		} else if m.w.ok && m.w.batch != nil {
 			if err := c.d.durable(m.w.batch, m.w.seq, m.w.id, m.w.phase); err != nil {
 				return err
 			}
