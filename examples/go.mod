@@ -3,6 +3,7 @@ module github.com/holdfast-mqtt/holdfast/examples
 go 1.24.0
 
 require (
+	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/holdfast-mqtt/holdfast v0.0.0
 	github.com/mochi-mqtt/server/v2 v2.7.9
@@ -11,7 +12,6 @@ require (
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/dgraph-io/badger/v4 v4.9.6 // indirect
 	github.com/dgraph-io/ristretto/v2 v2.2.0 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/go-logr/logr v1.4.3 // indirect

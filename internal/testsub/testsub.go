@@ -198,6 +198,9 @@ func (s *Subscriber) WaitProgress(topic string, n int, stall time.Duration) bool
 	}
 }
 
+// Connected reports whether the subscriber's connection is up.
+func (s *Subscriber) Connected() bool { return s.c.IsConnectionOpen() }
+
 // Close disconnects.
 func (s *Subscriber) Close() { s.c.Disconnect(250) }
 

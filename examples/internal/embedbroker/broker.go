@@ -3,6 +3,7 @@ package embedbroker
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -13,6 +14,17 @@ import (
 type Options struct {
 	// Logger receives the broker's logs; nil discards them.
 	Logger *slog.Logger
+
+	// PersistDir, when set, keeps the broker's state (client sessions,
+	// subscriptions, in-flight and queued QoS 1/2 messages, retained
+	// messages) in a Badger database in this directory (mochi's storage
+	// hook), so that a broker started again on the same directory after
+	// Close resumes every persistent session. Empty: state lives in memory
+	// and Close loses it.
+	PersistDir string
+
+	// wrapConn, when set (by tests), wraps every accepted connection.
+	wrapConn func(net.Conn) net.Conn
 }
 
 // Broker is a running in-process MQTT broker.
@@ -40,7 +52,17 @@ func StartWith(addr string, opts Options) (*Broker, error) {
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, fmt.Errorf("%w: add auth hook: %w", ErrStart, err)
 	}
+	if err := srv.AddHook(newDeliverFirst(srv), nil); err != nil {
+		return nil, fmt.Errorf("%w: add delivery hook: %w", ErrStart, err)
+	}
+	if opts.PersistDir != "" {
+		if err := addStorage(srv, opts.PersistDir); err != nil {
+			_ = srv.Close()
+			return nil, fmt.Errorf("%w: storage in %s: %w", ErrStart, opts.PersistDir, err)
+		}
+	}
 	ln := newListener("tcp", addr)
+	ln.wrap = opts.wrapConn
 	if err := srv.AddListener(ln); err != nil {
 		return nil, fmt.Errorf("%w: listen on %s: %w", ErrStart, addr, err)
 	}

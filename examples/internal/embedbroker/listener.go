@@ -16,6 +16,7 @@ type listener struct {
 	id      string
 	address string
 	ln      net.Listener
+	wrap    func(net.Conn) net.Conn // nil: connections as accepted
 
 	// wg tracks the accept loop and every establish goroutine. wg.Add is only
 	// called with mu held and closed false, so it cannot race with Close's Wait.
@@ -82,9 +83,13 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		l.conns[c] = struct{}{}
 		l.wg.Add(1)
 		l.mu.Unlock()
+		conn := c
+		if l.wrap != nil {
+			conn = l.wrap(c)
+		}
 		go func() {
 			defer l.wg.Done()
-			_ = establish(l.id, c) // mochi logs and closes; errors here are per client
+			_ = establish(l.id, conn) // mochi logs and closes; errors here are per client
 			l.mu.Lock()
 			delete(l.conns, c)
 			l.mu.Unlock()
