@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // TestInLedgerSurvivesReopen: what was written is there after a reopen,
@@ -86,5 +88,40 @@ func BenchmarkInLedger(b *testing.B) {
 		if err := l.wait(l.remove(id)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestPubcompWaitsForTheLedger: when paho answers a PUBREL with a PUBCOMP,
+// the identifier's removal from the ledger is on disk before the PUBCOMP
+// is on the wire (once the broker has it, it may reuse the identifier).
+func TestPubcompWaitsForTheLedger(t *testing.T) {
+	dir := t.TempDir()
+	d := newTestDispatcher(newTestQueue(t), &Config{MaxInflight: 10, MaxInflightQoS2: 10, Logger: discard()}, &counters{})
+	l, err := openInLedger(dir, true, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.in = l
+	t.Cleanup(func() { _ = l.close() })
+	if err := l.wait(l.add(7)); err != nil { // handled, PUBREC sent
+		t.Fatal(err)
+	}
+	rel := packets.NewControlPacket(packets.Pubrel).(*packets.PubrelPacket)
+	rel.MessageID = 7
+	d.Put("i.7", rel) // paho read the PUBREL
+	sink := &syncBuf{}
+	c := &wireConn{Conn: fakeConn{sink}, d: d, gen: d.dialed()}
+	defer c.Close()
+	if _, err := c.Write([]byte{ptypePubcomp << 4, 2, 0, 7}); err != nil {
+		t.Fatal(err)
+	}
+	waitLen(t, sink, 4, "the PUBCOMP written")
+	again, err := openInLedger(dir, true, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.close()
+	if again.has(7) {
+		t.Fatal("the PUBCOMP left before the identifier's removal was on disk")
 	}
 }
