@@ -779,13 +779,7 @@ func openJournalFor(db *badger.DB, dir string, o Options) (*journal, int, error)
 // checksum anyway.
 func reportDamage(dir string, jr *journal, damage []journalDamage, o Options) {
 	for _, d := range damage {
-		e := &JournalCorruptError{
-			Path:        filepath.Join(dir, journalName),
-			Generation:  jr.gen,
-			Offset:      d.off,
-			Length:      d.n,
-			FramesAfter: d.after,
-		}
+		e := d.corruptError(filepath.Join(dir, journalName), jr.gen)
 		saved, err := saveDamage(dir, jr, d)
 		if err != nil {
 			o.Logger.Error("outbox: cannot copy the damaged journal bytes aside", "offset", d.off, "err", err)

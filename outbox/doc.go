@@ -127,6 +127,9 @@
 //     had accepted with what the queue holds. Delete the .damaged file once
 //     inspected. After a power loss, the same report can come from a frame
 //     whose sync had not returned (nothing acknowledged was lost then).
+//     OpenSnapshot reads the journal with the same code, so
+//     holdfast-outbox verify reports the same damage before an Open does;
+//     being read-only, it copies nothing aside (Open saves the bytes).
 //     To tell damage from a torn tail, Open reads the journal to its end
 //     (about 10 ms for the server profile's 32 MiB when cached).
 //   - Memory holds everything in process memory and loses it at exit.

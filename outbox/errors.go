@@ -100,14 +100,18 @@ func (e *CorruptRecordError) Error() string {
 func (e *CorruptRecordError) Unwrap() []error { return []error{ErrCorrupt, e.Err} }
 
 // JournalCorruptError reports a damaged stretch in the middle of the journal
-// (holdfast.journal), found by Open: bytes that hold no valid frame, followed
-// by a valid frame of the same generation. A torn last frame, the normal end
-// after a crash, is not reported. The records of the damaged frames cannot
-// be recovered: they are missing from the queue, a gap in its sequences.
-// Every valid frame after the damage was replayed. The damaged bytes are kept
-// in Saved for inspection (delete the file when done). It is passed to
-// Options.OnCorrupt, logged and counted in Stats.CorruptJournal; Open still
-// succeeds. errors.Is(err, ErrCorrupt) holds.
+// (holdfast.journal): bytes that hold no valid frame, followed by a valid
+// frame of the same generation. A torn last frame, the normal end after a
+// crash, is not reported. The records of the damaged frames cannot be
+// recovered: they are missing from the queue, a gap in its sequences. Every
+// valid frame after the damage is replayed. errors.Is(err, ErrCorrupt) holds.
+//
+// Open and a Snapshot find the same damage (one reader of the journal).
+// Open copies the damaged bytes to Saved for inspection (delete the file
+// when done), logs the error, passes it to Options.OnCorrupt and counts it
+// in Stats.CorruptJournal; Open still succeeds. Snapshot.Verify (the
+// holdfast-outbox tool's verify) lists it in its *VerifyError with Saved
+// empty: a Snapshot is read-only and writes no copy.
 //
 // The cause is the disk or something that wrote to the file, not the
 // outbox; after a power loss it can also be a frame whose sync had not
@@ -120,7 +124,7 @@ type JournalCorruptError struct {
 	Offset      int64  // where the damage starts in the file
 	Length      int64  // damaged bytes skipped (one frame or more)
 	FramesAfter int    // valid frames replayed after it, up to the next damage or the end
-	Saved       string // copy of the damaged bytes; empty if it could not be written (logged)
+	Saved       string // Open's copy of the damaged bytes; empty from a Snapshot, or if the copy failed (logged)
 }
 
 // Error implements error.

@@ -48,9 +48,10 @@ import (
 // checkpoint; every Open and checkpoint starts a new generation, so the
 // frames of one generation are written once, in order, from the start.
 //
-// Replay reads frames of the header's generation from the start. At the
-// first one that is not valid (another generation, a bad checksum, running
-// past the end) it looks for a valid frame of the generation further on
+// Replay reads frames of the header's generation from the start (scan,
+// which a Snapshot uses too). At the first one that is not valid (another
+// generation, a bad checksum, a payload that does not decode, running past
+// the end) it looks for a valid frame of the generation further on
 // (resync). None: the bad frame is a torn tail, the normal end after a
 // crash, and replay stops there. One: the bytes between are damage
 // (journalDamage): the frames there are lost, and replay goes on from the
@@ -96,12 +97,22 @@ type journalDamage struct {
 	after  int // valid frames after it, up to the next damage or the end
 }
 
+// corruptError describes d, in the journal at path replaying generation
+// gen, as Open and Snapshot.Verify report it (Saved not set).
+func (d journalDamage) corruptError(path string, gen uint64) *JournalCorruptError {
+	return &JournalCorruptError{Path: path, Generation: gen, Offset: d.off, Length: d.n, FramesAfter: d.after}
+}
+
 // resyncChunk is how much of the journal resync reads at a time.
 const resyncChunk = 256 << 10
 
+// errJournalHeader: the journal's header cannot be read and no whole first
+// frame names its generation. Open refuses the directory.
+var errJournalHeader = errors.New("journal header unreadable and no whole first frame")
+
 // openJournal opens or creates the journal in dir, preallocated to at least
 // size bytes, and returns it with the payloads of the frames to replay and
-// the damaged stretches skipped between them.
+// the damaged stretches skipped between them (see scan).
 func openJournal(dir string, size int64) (*journal, [][]byte, []journalDamage, error) {
 	path := filepath.Join(dir, journalName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -117,7 +128,6 @@ func openJournal(dir string, size int64) (*journal, [][]byte, []journalDamage, e
 	if err != nil {
 		return fail(err)
 	}
-	fresh := fi.Size() < journalHdrSize
 	if fi.Size() < size {
 		if err := fillZeros(f, fi.Size(), size); err != nil {
 			return fail(err)
@@ -130,31 +140,49 @@ func openJournal(dir string, size int64) (*journal, [][]byte, []journalDamage, e
 		}
 	}
 	j.size = max(size, fi.Size())
-	if fresh {
+	frames, damage, err := j.scan()
+	if err != nil {
+		return fail(fmt.Errorf("%w: %s", err, path))
+	}
+	if j.gen == 0 {
+		// New, or the process stopped before the header was written: no
+		// frame was ever written either.
 		j.gen = 1
-		j.off = journalHdrSize
 		if err := j.writeHeader(j.gen); err != nil {
 			return fail(err)
 		}
-		return j, nil, nil, nil
+	}
+	return j, frames, damage, nil
+}
+
+// scan reads the journal as replay applies it, without writing: it sets
+// j.gen to the generation to replay (0: the journal was never written to)
+// and j.off to where its frames end, and returns the payloads of those
+// frames, in order, and the damaged stretches skipped between them. It is
+// the one reader of the journal's frames: Open replays what it returns into
+// Badger, and a Snapshot applies it to its in-memory overlay.
+//
+// A frame is valid when it is of the generation, its checksum holds and
+// its payload decodes. At the first one that is not, scan resyncs: a valid
+// frame further on makes the bytes between damage, and scan goes on from
+// it; none makes the bad frame a torn tail, and scan stops there. A header
+// that cannot be read gives its generation to a valid first frame (a torn
+// header); without one, scan returns errJournalHeader.
+func (j *journal) scan() ([][]byte, []journalDamage, error) {
+	j.gen, j.off = 0, journalHdrSize
+	if j.size < journalHdrSize {
+		return nil, nil, nil // never written to
 	}
 	gen, ok := j.readHeader()
 	if !ok {
-		// A torn header: the first frame, if whole, names the generation.
-		g, _, ok := j.readFrame(journalHdrSize, 0)
+		g, _, ok := j.validFrame(journalHdrSize, 0)
 		switch {
 		case ok:
 			gen = g
 		case j.zeroHeader():
-			// Created, but the process stopped before the header was
-			// written: no frame was ever written either.
-			j.gen, j.off = 1, journalHdrSize
-			if err := j.writeHeader(j.gen); err != nil {
-				return fail(err)
-			}
-			return j, nil, nil, nil
+			return nil, nil, nil // created, never written to
 		default:
-			return fail(fmt.Errorf("journal header unreadable: %s", path))
+			return nil, nil, errJournalHeader
 		}
 	}
 	j.gen = gen
@@ -162,7 +190,7 @@ func openJournal(dir string, size int64) (*journal, [][]byte, []journalDamage, e
 	var damage []journalDamage
 	off := int64(journalHdrSize)
 	for {
-		_, p, ok := j.readFrame(off, gen)
+		_, p, ok := j.validFrame(off, gen)
 		if ok {
 			frames = append(frames, p)
 			off += frameHdrSize + int64(len(p))
@@ -173,7 +201,7 @@ func openJournal(dir string, size int64) (*journal, [][]byte, []journalDamage, e
 		}
 		next, found, err := j.resync(off, gen)
 		if err != nil {
-			return fail(fmt.Errorf("journal read: %w", err))
+			return nil, nil, fmt.Errorf("journal read: %w", err)
 		}
 		if !found {
 			break // a torn tail, or the end of the generation
@@ -182,7 +210,7 @@ func openJournal(dir string, size int64) (*journal, [][]byte, []journalDamage, e
 		off = next
 	}
 	j.off = off
-	return j, frames, damage, nil
+	return frames, damage, nil
 }
 
 // resync finds the next valid frame of generation gen after the bad one at
@@ -205,7 +233,8 @@ func (j *journal) resync(off int64, gen uint64) (next int64, found bool, err err
 			if k < 0 {
 				break
 			}
-			if at := pos + int64(i+k); j.validFrame(at, gen) {
+			at := pos + int64(i+k)
+			if _, _, ok := j.validFrame(at, gen); ok {
 				return at, true, nil
 			}
 			i += k + 1
@@ -218,15 +247,17 @@ func (j *journal) resync(off int64, gen uint64) (next int64, found bool, err err
 	return 0, false, nil
 }
 
-// validFrame reports whether a frame of generation gen whose checksum
-// holds and whose payload decodes starts at off.
-func (j *journal) validFrame(off int64, gen uint64) bool {
-	_, p, ok := j.readFrame(off, gen)
+// validFrame reads the frame at off (see readFrame) and accepts it only if
+// its payload decodes.
+func (j *journal) validFrame(off int64, gen uint64) (uint64, []byte, bool) {
+	g, p, ok := j.readFrame(off, gen)
 	if !ok {
-		return false
+		return 0, nil, false
 	}
-	_, err := decodeFrame(p)
-	return err == nil
+	if _, err := decodeFrame(p); err != nil {
+		return 0, nil, false
+	}
+	return g, p, true
 }
 
 func fillZeros(f *os.File, from, to int64) error {

@@ -237,13 +237,60 @@ func TestJournalCorruptFrameKeepsLaterRecords(t *testing.T) {
 	}
 }
 
+// TestJournalUndecodableFrame: a frame whose checksum holds but whose
+// operations do not decode is a bad frame like any other: damage when a
+// valid frame follows (Open and a Snapshot both report it), and a torn
+// tail when it is the last.
+func TestJournalUndecodableFrame(t *testing.T) {
+	dir := t.TempDir()
+	j, _, _, err := openJournal(dir, journalMinBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(ops ...[]byte) int64 {
+		t.Helper()
+		j.begin()
+		for _, op := range ops {
+			j.buf = append(j.buf, op...)
+		}
+		off, err := j.write()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return off
+	}
+	ok := []byte{opDelete, 0, 1, 'k'}
+	frame(ok)
+	bad := frame([]byte{'X', 0, 0})
+	next := frame(ok)
+	last := frame([]byte{opSet, 0, 9})
+	if err := j.close(); err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile(filepath.Join(dir, journalName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, frames, damage, err := openJournal(dir, journalMinBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.close()
+	if len(frames) != 2 || len(damage) != 1 || damage[0] != (journalDamage{off: bad, n: next - bad, after: 1}) || j.off != last {
+		t.Fatalf("%d frames, damage %+v, next frame at %d; want 2, one at %d, %d", len(frames), damage, j.off, bad, last)
+	}
+	checkSnapshotJournal(t, dir, file, frames, damage)
+}
+
 // FuzzJournalReplay overwrites bytes anywhere in the frame area of a journal
 // of a few frames and replays it. Replay must not fail or panic; the frames
 // and damaged stretches it returns must tile the file from the first frame
 // in order; every frame before the first changed byte comes back as it was,
 // and so does every frame left untouched after it (damage loses only the
 // frames it hit); a touched frame with untouched ones after it is reported
-// as damage, and without any, nothing is (a torn tail).
+// as damage, and without any, nothing is (a torn tail). A Snapshot, which
+// reads the journal with the same scan, must apply exactly those frames and
+// report exactly that damage, without writing to the file.
 func FuzzJournalReplay(f *testing.F) {
 	dir := f.TempDir()
 	j, _, _, err := openJournal(dir, journalHdrSize+2048)
@@ -372,5 +419,48 @@ func FuzzJournalReplay(f *testing.F) {
 		if !laterUntouched && len(frames) == untouched && len(damage) != 0 {
 			t.Fatalf("a torn tail reported as damage: %+v", damage)
 		}
+
+		checkSnapshotJournal(t, work, file, frames, damage)
 	})
+}
+
+// checkSnapshotJournal reads the journal in dir as a Snapshot does and
+// checks that it applies frames, in order, and reports damage as
+// *JournalCorruptErrors with no saved copy, leaving the file as file.
+func checkSnapshotJournal(t *testing.T, dir string, file []byte, frames [][]byte, damage []journalDamage) {
+	t.Helper()
+	s := &Snapshot{dir: dir, ov: make(map[string]ovOp)}
+	if err := s.readJournal(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	if s.journal.frames != len(frames) || len(s.journal.damage) != len(damage) {
+		t.Fatalf("snapshot: %d frames, damage %v; replay: %d frames, damage %+v", s.journal.frames, s.journal.damage, len(frames), damage)
+	}
+	for i, d := range damage {
+		var je *JournalCorruptError
+		if !errors.As(s.journal.damage[i], &je) || je.Offset != d.off || je.Length != d.n || je.FramesAfter != d.after || je.Saved != "" {
+			t.Fatalf("snapshot reports %v; replay found %+v", s.journal.damage[i], d)
+		}
+	}
+	want := make(map[string]ovOp)
+	for _, p := range frames {
+		ops, err := decodeFrame(p)
+		if err != nil {
+			t.Fatalf("replayed a frame that does not decode: %v", err)
+		}
+		for _, op := range ops {
+			want[string(op.key)] = ovOp{del: op.del, value: op.value}
+		}
+	}
+	if len(s.ov) != len(want) {
+		t.Fatalf("snapshot overlay holds %d keys, replay %d", len(s.ov), len(want))
+	}
+	for k, w := range want {
+		if g, ok := s.ov[k]; !ok || g.del != w.del || !bytes.Equal(g.value, w.value) {
+			t.Fatalf("snapshot overlay %q: %+v, replay %+v", k, g, w)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, journalName)); err != nil || !bytes.Equal(got, file) {
+		t.Fatalf("the snapshot changed the journal (%v)", err)
+	}
 }

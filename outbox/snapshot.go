@@ -22,7 +22,10 @@ import (
 // what the holdfast-outbox tool (outbox/cmd/holdfast-outbox) reads.
 //
 // Open replays the journal into Badger and checkpoints, which writes; a
-// Snapshot applies the journal's frames to an in-memory overlay instead.
+// Snapshot reads the journal's frames the same way (the same frames, the
+// same damage) and applies them to an in-memory overlay instead. Damage in
+// the journal is reported by Verify and never copied aside: Open saves the
+// damaged bytes (see JournalCorruptError), a Snapshot writes nothing.
 // Badger itself is opened with Options.ReadOnly when the directory was
 // closed cleanly (no memtable file left: Badger's read-only mode refuses a
 // memtable that would need truncating, and deletes an empty one). After a
@@ -118,7 +121,8 @@ type SnapshotStats struct {
 	// journal holds them).
 	InJournal int
 	// JournalFrames counts the journal frames Open would replay;
-	// JournalDamage the damaged stretches between them (Verify reports them).
+	// JournalDamage the damaged stretches between them, or 1 for a header
+	// Open cannot read (Verify reports them).
 	JournalFrames, JournalDamage int
 	// Copied: the directory was not closed cleanly (the process crashed or
 	// was killed), so Badger's files were read from a copy.
@@ -133,8 +137,10 @@ func (s SnapshotStats) InFlight() int { return s.Sent + s.Released }
 
 // VerifyError is returned by Snapshot.Verify: everything in the directory
 // that Open or Read could not use. Problems holds *CorruptRecordError
-// (records and in-flight states), *JournalDamageError, and errors wrapping
-// ErrCorrupt for metadata. errors.Is(err, ErrCorrupt) holds, and errors.As
+// (records and in-flight states), *JournalCorruptError (damage in the
+// journal, as Open reports it to Options.OnCorrupt, with Saved empty), and
+// errors wrapping ErrCorrupt for metadata and for a journal header Open
+// cannot read. errors.Is(err, ErrCorrupt) holds, and errors.As
 // finds each problem's type.
 type VerifyError struct {
 	Dir      string
@@ -159,29 +165,6 @@ func (e *VerifyError) Error() string {
 
 // Unwrap returns ErrCorrupt and every problem.
 func (e *VerifyError) Unwrap() []error { return append([]error{ErrCorrupt}, e.Problems...) }
-
-// JournalDamageError reports a damaged part of the journal
-// (holdfast.journal): bytes that hold no valid frame followed by a valid
-// frame of the same generation, a frame whose checksum holds but whose
-// operations cannot be decoded, or an unreadable header. What the damaged
-// frames held is lost. A torn last frame, the normal end after a crash, is
-// not damage. errors.Is(err, ErrCorrupt) holds.
-type JournalDamageError struct {
-	Path       string
-	Generation uint64 // the generation being replayed (0: header unreadable)
-	Offset     int64  // where the damage starts in the file
-	Length     int64  // damaged bytes (up to the next valid frame)
-	Reason     string
-}
-
-// Error implements error.
-func (e *JournalDamageError) Error() string {
-	return fmt.Sprintf("outbox: journal %s damaged at offset %d (%d bytes, generation %d): %s",
-		e.Path, e.Offset, e.Length, e.Generation, e.Reason)
-}
-
-// Unwrap returns ErrCorrupt.
-func (e *JournalDamageError) Unwrap() error { return ErrCorrupt }
 
 // LockedError is the ErrLocked of Open and OpenSnapshot: another process,
 // or another Queue in this process, uses the directory. PID is that
@@ -653,9 +636,7 @@ func (s *Snapshot) countQuarantined() (int, error) {
 // readable, else a *VerifyError listing each problem. Nothing is changed.
 func (s *Snapshot) Verify() error {
 	ve := &VerifyError{Dir: s.dir}
-	for _, d := range s.journal.damage {
-		ve.Problems = append(ve.Problems, d)
-	}
+	ve.Problems = append(ve.Problems, s.journal.damage...)
 	ve.Problems = append(ve.Problems, s.metaErrs...)
 	var prev uint64
 	malformed, err := s.walk(0, func(r *SnapshotRecord) error {

@@ -1,11 +1,8 @@
 package outbox
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,14 +14,17 @@ type snapJournal struct {
 	path   string
 	gen    uint64
 	frames int // frames applied
-	damage []*JournalDamageError
+	// damage holds a *JournalCorruptError for each damaged stretch, or the
+	// one error of a journal whose header cannot be read.
+	damage []error
 }
 
-// readJournal reads the journal, opened read-only, as Open would replay it
-// (see openJournal), and applies its frames to s.ov in order. Where Open
-// stops or fails, it records a *JournalDamageError and goes on with the
-// next valid frame of the generation, if any; a torn last frame ends the
-// journal, as it does for Open.
+// readJournal reads the journal, opened read-only, with the scan Open
+// replays (journal.scan), and applies its frames to s.ov in order. Each
+// damaged stretch scan skipped is recorded as a *JournalCorruptError
+// without a saved copy: a Snapshot writes nothing (Verify reports the
+// damage; Open copies it aside). A header Open cannot read is recorded as
+// an error wrapping ErrCorrupt, and nothing is applied.
 func (s *Snapshot) readJournal() error {
 	path := filepath.Join(s.dir, journalName)
 	f, err := os.Open(path)
@@ -40,55 +40,27 @@ func (s *Snapshot) readJournal() error {
 		return fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	s.journal.path = path
-	if fi.Size() < journalHdrSize {
-		return nil // never written to: Open starts it afresh
-	}
 	j := &journal{f: f, size: fi.Size()}
-	gen, ok := j.readHeader()
-	if !ok {
-		g, _, ok := j.readFrame(journalHdrSize, 0)
-		switch {
-		case ok:
-			gen = g // a torn header: the first frame names the generation
-		case j.zeroHeader():
-			return nil // created, never written to
-		default:
-			s.journal.damage = append(s.journal.damage, &JournalDamageError{
-				Path: path, Length: journalHdrSize,
-				Reason: "header unreadable and no whole first frame (Open refuses the directory)",
-			})
-			return nil
+	frames, damage, err := j.scan()
+	if errors.Is(err, errJournalHeader) {
+		s.journal.damage = append(s.journal.damage,
+			fmt.Errorf("%w: journal %s: %v (Open refuses the directory)", ErrCorrupt, path, err))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	s.journal.gen = j.gen
+	for _, d := range damage {
+		s.journal.damage = append(s.journal.damage, d.corruptError(path, j.gen))
+	}
+	for _, p := range frames {
+		ops, _ := decodeFrame(p) // scan returns only frames that decode
+		for _, op := range ops {
+			s.ov[string(op.key)] = ovOp{del: op.del, value: op.value}
 		}
 	}
-	s.journal.gen = gen
-	off := int64(journalHdrSize)
-	for {
-		_, p, ok := j.readFrame(off, gen)
-		if ok {
-			if ops, err := decodeFrame(p); err != nil {
-				s.journal.damage = append(s.journal.damage, &JournalDamageError{
-					Path: path, Generation: gen, Offset: off, Length: frameHdrSize + int64(len(p)),
-					Reason: fmt.Sprintf("frame's checksum holds but its operations do not decode (%v)", err),
-				})
-			} else {
-				s.apply(ops)
-			}
-			off += frameHdrSize + int64(len(p))
-			continue
-		}
-		next, found, err := snapNextFrame(j, off, gen)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
-		}
-		if !found {
-			break // a torn tail, or the generation's end
-		}
-		s.journal.damage = append(s.journal.damage, &JournalDamageError{
-			Path: path, Generation: gen, Offset: off, Length: next - off,
-			Reason: fmt.Sprintf("no valid frame there, but one follows at offset %d: the frames in between are lost", next),
-		})
-		off = next
-	}
+	s.journal.frames = len(frames)
 	for k, op := range s.ov {
 		if len(k) > 0 && k[0] == prefixRecord && !op.del {
 			s.ovRecs = append(s.ovRecs, k)
@@ -96,38 +68,4 @@ func (s *Snapshot) readJournal() error {
 	}
 	sort.Strings(s.ovRecs)
 	return nil
-}
-
-// apply records one frame's operations in the overlay.
-func (s *Snapshot) apply(ops []journalOp) {
-	for _, op := range ops {
-		s.ov[string(op.key)] = ovOp{del: op.del, value: op.value}
-	}
-	s.journal.frames++
-}
-
-// snapNextFrame finds the first valid frame of generation gen (checksum
-// holds, operations decode) after the bad one at off, trying every byte.
-func snapNextFrame(j *journal, off int64, gen uint64) (int64, bool, error) {
-	if off+1 >= j.size {
-		return 0, false, nil
-	}
-	rest, err := io.ReadAll(io.NewSectionReader(j.f, off+1, j.size-off-1))
-	if err != nil {
-		return 0, false, err
-	}
-	pat := binary.BigEndian.AppendUint64(nil, gen)
-	for i := 0; ; {
-		k := bytes.Index(rest[i:], pat)
-		if k < 0 {
-			return 0, false, nil
-		}
-		at := off + 1 + int64(i+k)
-		if _, p, ok := j.readFrame(at, gen); ok {
-			if _, err := decodeFrame(p); err == nil {
-				return at, true, nil
-			}
-		}
-		i += k + 1
-	}
 }

@@ -40,6 +40,12 @@
 // to -tmp first, which needs that much free space there; the copy is removed
 // on exit. stats says which way it read.
 //
+// verify reports damage in the journal as Open would find it (the same
+// reader of its frames: a bad frame followed by a valid one is damage, a
+// bad last frame a torn tail), as an outbox.JournalCorruptError. It only
+// reports: Open is what copies the damaged bytes to
+// holdfast.journal.damaged-<generation>-<offset> and replays the rest.
+//
 // purge-expired first verifies the directory, read-only, and refuses a
 // damaged one (exit 3): opening it read-write would replay what can be
 // replayed and discard the rest. It then opens the outbox as a client

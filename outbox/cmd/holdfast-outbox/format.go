@@ -269,7 +269,7 @@ type problemJSON struct {
 
 func problemOut(p error) problemJSON {
 	var re *outbox.CorruptRecordError
-	var je *outbox.JournalDamageError
+	var je *outbox.JournalCorruptError
 	switch {
 	case errors.As(p, &re):
 		return problemJSON{Kind: "record", Seq: re.Seq, Error: p.Error()}

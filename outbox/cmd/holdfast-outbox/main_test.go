@@ -599,7 +599,7 @@ func TestCorruptJournal(t *testing.T) {
 	verr := s.Verify()
 	st, _ := s.Stats(time.Now())
 	_ = s.Close()
-	var je *outbox.JournalDamageError
+	var je *outbox.JournalCorruptError
 	if !errors.As(verr, &je) || je.Offset <= 0 || je.Offset > off || !errors.Is(verr, outbox.ErrCorrupt) {
 		t.Fatalf("Verify: %v", verr)
 	}
