@@ -20,12 +20,12 @@ type flight struct {
 	seq     uint64
 	id      uint16
 	qos     byte
-	phase   outbox.Phase // PhaseSent, or PhaseReleased once the PUBREL is due
-	pkt     *packets.PublishPacket
-	claimed bool        // paho's identifier table holds id (false for a PUBREL replayed after a restart)
-	gen     uint64      // the connection the first send was meant for
-	batch   *stateBatch // durability of the latest QoS 2 state; nil once known durable
-	relSent bool        // QoS 2: a PUBREL was written (the broker may forward it now)
+	phase   outbox.Phase           // PhaseSent, or PhaseReleased once the PUBREL is due
+	pkt     *packets.PublishPacket // the flight's own copy, never handed to paho (Get copies it)
+	claimed bool                   // paho's identifier table holds id (false for a PUBREL replayed after a restart)
+	gen     uint64                 // the connection the first send was meant for
+	batch   *stateBatch            // durability of the latest QoS 2 state; nil once known durable
+	relSent bool                   // QoS 2: a PUBREL was written (the broker may forward it now)
 }
 
 // dispatcher moves records from the outbox to paho in order, within the

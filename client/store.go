@@ -62,7 +62,11 @@ func (d *dispatcher) Put(key string, cp packets.ControlPacket) {
 		return
 	}
 	d.pending = nil
-	f := &flight{seq: rec.Seq, id: id, qos: pub.Qos, phase: outbox.PhaseSent, pkt: pub, claimed: true, gen: d.gen}
+	// The flight keeps its own copy, taken now, before paho's writer
+	// touches the packet (Write updates its header): Get copies from it
+	// while paho may be writing the original.
+	tmpl := *pub
+	f := &flight{seq: rec.Seq, id: id, qos: pub.Qos, phase: outbox.PhaseSent, pkt: &tmpl, claimed: true, gen: d.gen}
 	d.addFlight(f)
 	if pub.Qos == 2 {
 		// The packet identifier must be durable before the PUBLISH is on the
