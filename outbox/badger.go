@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -126,11 +127,14 @@ type delItem struct {
 const deleteFlushCount = 512
 
 // Open opens (creating if needed) the outbox in dir. The directory is
-// created with mode 0700 (an existing one is tightened to 0700); Badger's
-// files in it are kept at 0600.
+// created with mode 0700; Badger's files in it are kept at 0600. An
+// existing directory that group or others can reach is reported (a Warn
+// log, Stats.LoosePermissions) and tightened to 0700, or refused with
+// ErrPermissions when Options.RequirePrivate is set.
 //
-// Errors: ErrInvalidOptions, ErrLocked (another process or Queue uses dir),
-// ErrBadKey (EncryptionKey does not match), ErrDiskFull, ErrCorrupt
+// Errors: ErrInvalidOptions, ErrPermissions (RequirePrivate and a
+// directory open to others), ErrLocked (another process or Queue uses
+// dir), ErrBadKey (EncryptionKey does not match), ErrDiskFull, ErrCorrupt
 // (anything else that keeps the directory from being read).
 func Open(dir string, opts Options) (*Badger, error) {
 	o, err := opts.normalize()
@@ -142,7 +146,8 @@ func Open(dir string, opts Options) (*Badger, error) {
 		return nil, fmt.Errorf("%w: MaxRecordBytes %d above the %s profile's value-log file size %d",
 			ErrInvalidOptions, o.MaxRecordBytes, o.Profile, bo.ValueLogFileSize)
 	}
-	if err := prepareDir(dir); err != nil {
+	loose, err := prepareDir(dir, o)
+	if err != nil {
 		return nil, err
 	}
 	if err := checkKey(dir, o.EncryptionKey); err != nil {
@@ -185,6 +190,7 @@ func Open(dir string, opts Options) (*Badger, error) {
 	}
 	b.init(o, b)
 	b.corruptJournal = uint64(damaged)
+	b.loosePerms = uint64(loose)
 	b.trimOn.Store(o.Profile == ProfileDevice)
 	if err := b.load(); err != nil {
 		if jr != nil {
@@ -236,26 +242,63 @@ func openBadger(bo badger.Options) (db *badger.DB, err error) {
 	return badger.Open(bo)
 }
 
-func prepareDir(dir string) error {
+// prepareDir creates dir (0700) if needed, or checks an existing one: if
+// others can reach it (group or other bits set), the paths they can reach
+// are logged at Warn and counted (the count is returned), then restricted
+// to the owner; with o.RequirePrivate Open fails instead (ErrPermissions)
+// and nothing is changed.
+func prepareDir(dir string, o Options) (int, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		if isNoSpace(err) {
-			return fmt.Errorf("%w: %v", ErrDiskFull, err)
+			return 0, fmt.Errorf("%w: %v", ErrDiskFull, err)
 		}
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%w: %s is not a directory", ErrCorrupt, dir)
+		return 0, fmt.Errorf("%w: %s is not a directory", ErrCorrupt, dir)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		if err := os.Chmod(dir, 0o700); err != nil {
-			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	loose := loosePaths(dir)
+	if len(loose) == 0 {
+		return 0, nil
+	}
+	if o.RequirePrivate {
+		return 0, fmt.Errorf("%w: %s is mode %04o: %d paths in it are open to group or others (RequirePrivate)",
+			ErrPermissions, dir, fi.Mode().Perm(), len(loose))
+	}
+	o.Logger.Warn("outbox: directory open to group or others; restricting it to the owner",
+		"dir", dir, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "paths", len(loose), "first", loose[0])
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	fixPerms(dir, o.Logger)
+	return len(loose), nil
+}
+
+// loosePaths lists the paths under dir that someone other than the owner
+// can reach: dir itself when its group or other bits are set, and then
+// every file and directory in it that has such bits. A file with such bits
+// inside an owner-only directory is unreachable and not listed (Badger
+// creates some files that way; fixPerms restricts them).
+func loosePaths(dir string) []string {
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	var loose []string
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
 		}
-	}
-	return nil
+		if info, err := d.Info(); err == nil && info.Mode().Perm()&0o077 != 0 {
+			loose = append(loose, path)
+		}
+		return nil
+	})
+	return loose
 }
 
 // load rebuilds the in-memory state from the store: the index from record

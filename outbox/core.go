@@ -64,6 +64,7 @@ type core struct {
 	// Counters for Stats.
 	appended, removed, dropped, expired, corrupt, commits uint64
 	corruptJournal                                        uint64 // damaged stretches Open found in the journal
+	loosePerms                                            uint64 // paths Open found open to group or others
 
 	closed bool
 	// room is closed (and replaced) when space frees, for OverflowBlock waiters.
@@ -541,7 +542,8 @@ func (c *core) stats() Stats {
 		Corrupt:  c.corrupt,
 		Commits:  c.commits,
 
-		CorruptJournal: c.corruptJournal,
+		CorruptJournal:   c.corruptJournal,
+		LoosePermissions: c.loosePerms,
 	}
 	if c.idx.n > 0 && c.oldestSeq == c.idx.first {
 		s.Oldest = c.oldest

@@ -60,6 +60,15 @@ var (
 	// changed. Retry with the right key; there is no way around it.
 	ErrBadKey = errors.New("outbox: wrong encryption key")
 
+	// ErrPermissions is returned by Open with Options.RequirePrivate when the
+	// existing outbox directory is open to group or others (mode bits 0077
+	// set): its records, and the key registry of an encrypted outbox, could
+	// be read by other users. Nothing was changed. Restrict the directory
+	// (chmod -R go-rwx DIR) after checking who could have read it, then
+	// Open again. Without RequirePrivate, Open restricts it itself and
+	// reports it (Stats.LoosePermissions).
+	ErrPermissions = errors.New("outbox: directory open to other users")
+
 	// ErrDiskFull is returned by Append (and, rarely, SetState and Open) when
 	// the filesystem holding the outbox has less free space than
 	// Options.DiskReserve, or the system reported ENOSPC. The record was not

@@ -155,6 +155,13 @@ type Options struct {
 	// cannot use the queue; it must be fast. nil: logged and counted only.
 	OnCorrupt func(err error)
 
+	// RequirePrivate makes Open fail with ErrPermissions, changing nothing,
+	// when the existing outbox directory is open to group or others (any
+	// of the mode bits 0077). false (default): Open logs a warning, counts
+	// the paths in Stats.LoosePermissions and restricts them to the owner.
+	// A directory Open creates is always 0700. Badger only.
+	RequirePrivate bool
+
 	// Logger receives the queue's and Badger's logs. nil: discarded.
 	Logger *slog.Logger
 

@@ -89,6 +89,12 @@ type Stats struct {
 	// reported to Options.OnCorrupt as a *JournalCorruptError. A torn last
 	// frame after a crash is not damage and is not counted. Memory: 0.
 	CorruptJournal uint64
+	// LoosePermissions counts the paths that Open found open to group or
+	// others: the outbox directory, when its group or other bits were set,
+	// and the files and directories in it with such bits. Open logged a
+	// warning and restricted them to the owner (Options.RequirePrivate
+	// refuses instead). 0 when the directory was private. Memory: 0.
+	LoosePermissions uint64
 	// Commits counts store transactions (Badger: each one group of
 	// appends, state changes and removals, with one sync unless NoSync;
 	// while nothing is removed, Appended/Commits is the mean group-commit

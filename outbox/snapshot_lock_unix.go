@@ -28,6 +28,23 @@ func lockShared(dir string) (func(), error) {
 	return func() { _ = f.Close() }, nil
 }
 
+// lockExclusive takes the exclusive lock on dir that Badger takes when it
+// opens dir read-write, so no Open or Snapshot can run while it is held.
+func lockExclusive(dir string) (func(), error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, lockedError(dir, err)
+		}
+		return nil, fmt.Errorf("%w: lock %s: %v", ErrCorrupt, dir, err)
+	}
+	return func() { _ = f.Close() }, nil
+}
+
 // processAlive reports whether a process with this pid exists.
 func processAlive(pid int) bool {
 	err := unix.Kill(pid, 0)
