@@ -62,6 +62,38 @@
 // frame. The holdfast-outbox command (outbox/cmd/holdfast-outbox) is built
 // on it.
 //
+// # Keys and permissions
+//
+// With Options.EncryptionKey, Badger encrypts records with data keys (a new
+// one every Options.EncryptionKeyRotation) and keeps the data keys in its
+// key registry, the KEYREGISTRY file, encrypted with EncryptionKey.
+// RotateKey changes EncryptionKey on a closed outbox: it re-encrypts the
+// key registry under the new key (written beside the old one, synced,
+// renamed over it, the directory synced), so a crash leaves it readable
+// with exactly one of the two keys. Records, in-flight states and the
+// resume point are untouched. The procedure:
+//
+//  1. Stop the process that uses the outbox (RotateKey returns ErrLocked
+//     while it runs).
+//  2. Optionally back the directory up, or check it with holdfast-outbox
+//     verify -key-file OLD.
+//  3. Call RotateKey(dir, oldKey, newKey), or run holdfast-outbox
+//     rotate-key -dir DIR -key-file OLD -new-key-file NEW.
+//  4. Install the new key where the application reads it, then start it.
+//  5. Destroy the old key, and any copy of the old KEYREGISTRY file
+//     (backups): the old key opens those.
+//
+// If the process is started with the old key after step 3, Open fails with
+// ErrBadKey and changes nothing: start it with the new one. Turning
+// encryption on or off for an existing outbox is not supported (RotateKey
+// takes two keys): drain it, or copy its records into a new outbox.
+//
+// Open checks that the directory is private: one whose mode lets group or
+// others in (any of 0077) is reported, with the files in it that have such
+// bits, as a Warn log and in Stats.LoosePermissions, then restricted to
+// the owner (0700, files 0600). With Options.RequirePrivate, Open refuses
+// it instead (ErrPermissions) and changes nothing.
+//
 // # Guarantees
 //
 //   - Append returns a sequence only once the record is as durable as
@@ -113,8 +145,15 @@
 //   - Badger files are created 0666 less umask and tightened to 0600 shortly
 //     after (at Open, Close and each maintenance round); the 0700 directory
 //     keeps them private meanwhile.
-//   - A directory must always be opened with the key it was created with;
-//     losing the key loses the records.
+//   - A directory must always be opened with its current key (the one it
+//     was created with, or the last given to RotateKey); losing the key
+//     loses the records.
+//   - RotateKey re-encrypts the data keys, not the records: a copy of the
+//     old KEYREGISTRY file with the old key still decrypts the records
+//     written before the rotation (and after it, until the next data key,
+//     Options.EncryptionKeyRotation). Records are written under fresh data
+//     keys as the queue turns over; an outbox that must not be readable
+//     with a leaked key is drained into a new one instead.
 //   - Damage to the journal file itself (the disk, or something else
 //     writing to it) loses the records of the damaged frames: they cannot
 //     be recovered, and show as a gap in sequences. Open replays every

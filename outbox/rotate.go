@@ -34,8 +34,9 @@ import (
 // ErrLocked (a *LockedError: a process or an open Queue uses dir),
 // ErrBadKey (oldKey is not the directory's key, or the directory is not
 // encrypted), ErrCorrupt, ErrStorage (the new registry could not be
-// written; the old key still opens the outbox). On any error but
-// ErrStorage nothing in dir was changed.
+// written or synced: the outbox opens with one of the two keys, the old
+// one unless the failure came after the rename; try both). On any error
+// but ErrStorage nothing in dir was changed.
 func RotateKey(dir string, oldKey, newKey []byte) error {
 	for _, k := range [][]byte{oldKey, newKey} {
 		switch len(k) {

@@ -255,6 +255,34 @@ func (c *cli) purge(args []string) error {
 	return c.purged(int(n.Load()), left)
 }
 
+// rotateKey changes the encryption key of a closed outbox (outbox.RotateKey).
+func (c *cli) rotateKey(args []string) error {
+	fs := c.flags("rotate-key")
+	fs.StringVar(&c.newKeyFile, "new-key-file", "", "`file` holding the new key (16, 24 or 32 bytes, raw or hex; required)")
+	if _, err := c.parse(fs, args, 0); err != nil {
+		return err
+	}
+	if c.keyFile == "" || c.newKeyFile == "" {
+		return fmt.Errorf("%w: rotate-key needs -key-file (the current key) and -new-key-file", errUsage)
+	}
+	oldKey, err := c.key()
+	if err != nil {
+		return err
+	}
+	newKey, err := readKey(c.newKeyFile)
+	if err != nil {
+		return err
+	}
+	if err := outbox.RotateKey(c.dir, oldKey, newKey); err != nil {
+		return err
+	}
+	if c.json {
+		return c.writeJSON(map[string]bool{"rotated": true})
+	}
+	fmt.Fprintf(c.out, "key rotated; %s now opens with the key in %s only\n", c.dir, c.newKeyFile)
+	return nil
+}
+
 func (c *cli) purged(n, left int) error {
 	if c.json {
 		return c.writeJSON(map[string]int{"removed": n, "left": left})

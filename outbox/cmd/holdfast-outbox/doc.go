@@ -19,6 +19,8 @@
 //	purge-expired  removes the queued records whose expiry passed, reports how many
 //	verify         reads every record, in-flight state and the journal; reports
 //	               what Open or Read could not use; changes nothing
+//	rotate-key     changes the encryption key (outbox.RotateKey): -key-file is
+//	               the current key, -new-key-file the new one (same format)
 //
 // Flags common to every command:
 //
@@ -31,7 +33,7 @@
 //
 // # Read-only
 //
-// Every command but purge-expired leaves the directory as it found it: not
+// Every command but purge-expired and rotate-key leaves the directory as it found it: not
 // a byte written, no file created or removed (outbox.OpenSnapshot). The
 // journal is read and its frames applied in memory, where Open would replay
 // them into Badger. Badger is opened read-only when the directory was closed
@@ -51,6 +53,11 @@
 // replayed and discard the rest. It then opens the outbox as a client
 // would, reads every record (reading removes the expired queued ones, as in
 // a running client), and closes it. With nothing expired it writes nothing.
+//
+// rotate-key rewrites only the key registry (KEYREGISTRY), atomically: after
+// it the outbox opens with the new key only. A wrong current key (exit 5)
+// or a directory in use (exit 4) changes nothing. See the outbox package
+// doc for the whole procedure.
 //
 // # In use
 //

@@ -36,8 +36,9 @@ commands:
   export         every record as a JSON line, payload base64 (-after SEQ)
   purge-expired  remove expired queued records, report how many
   verify         check every record and the journal; exit 3 on damage
+  rotate-key     re-encrypt under -new-key-file (outbox closed; -key-file: the current key)
 
-Every command but purge-expired leaves the directory unchanged.
+Every command but purge-expired and rotate-key leaves the directory unchanged.
 "holdfast-outbox COMMAND -h" lists a command's flags.
 Exit codes: 0 ok, 1 error, 2 usage, 3 damage, 4 in use, 5 wrong key.
 `
@@ -52,6 +53,7 @@ type cli struct {
 
 	// Common flags.
 	dir, keyFile, tmp string
+	newKeyFile        string // rotate-key
 	json              bool
 }
 
@@ -73,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 		"export":        c.export,
 		"purge-expired": c.purge,
 		"verify":        c.verify,
+		"rotate-key":    c.rotateKey,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -166,11 +169,14 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, positional int) ([]string, 
 
 // key reads -key-file: the key's bytes as they are (16, 24 or 32 of them),
 // or hex text (whitespace around it ignored). nil without -key-file.
-func (c *cli) key() ([]byte, error) {
-	if c.keyFile == "" {
+func (c *cli) key() ([]byte, error) { return readKey(c.keyFile) }
+
+// readKey reads a key file as -key-file does; nil for "".
+func readKey(path string) ([]byte, error) {
+	if path == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(c.keyFile)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: key file: %v", errUsage, err)
 	}
@@ -186,7 +192,7 @@ func (c *cli) key() ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: key file %s: want a key of 16, 24 or 32 bytes, as they are or in hex; found %d bytes",
-		errUsage, c.keyFile, len(b))
+		errUsage, path, len(b))
 }
 
 // snapshot opens the directory read-only.

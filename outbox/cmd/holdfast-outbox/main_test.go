@@ -610,3 +610,36 @@ func TestCorruptJournal(t *testing.T) {
 	tool(time.Now(), "purge-expired", "-dir", dir).want(t, exitCorrupt)
 	assertUnchanged(t, dir, before)
 }
+
+// TestRotateKey changes an outbox's key with rotate-key: the new key reads
+// every record, the old one is refused, and a wrong old key changes nothing.
+func TestRotateKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "outbox")
+	key := bytes.Repeat([]byte{0x5a}, 32)
+	f := fill(t, dir, key)
+	keys := t.TempDir()
+	oldKF, newKF, wrong := filepath.Join(keys, "old"), filepath.Join(keys, "new"), filepath.Join(keys, "wrong")
+	for name, b := range map[string][]byte{
+		oldKF: key,
+		newKF: []byte(hex.EncodeToString(bytes.Repeat([]byte{0x3c}, 24)) + "\n"),
+		wrong: bytes.Repeat([]byte{0xa5}, 32),
+	} {
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := f.expires.Add(time.Minute)
+	before := hashDir(t, dir)
+	tool(later, "rotate-key", "-dir", dir, "-key-file", wrong, "-new-key-file", newKF).want(t, exitBadKey)
+	tool(later, "rotate-key", "-dir", dir, "-key-file", oldKF).want(t, exitUsage)
+	assertUnchanged(t, dir, before)
+
+	tool(later, "rotate-key", "-dir", dir, "-key-file", oldKF, "-new-key-file", newKF).want(t, exitOK)
+	tool(later, "stats", "-dir", dir, "-key-file", oldKF).want(t, exitBadKey)
+	var st statsJSON
+	r := tool(later, "stats", "-dir", dir, "-key-file", newKF, "-json").want(t, exitOK)
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Records != 9 || st.InFlight != 2 {
+		t.Fatalf("stats after rotation: %+v, %v", st, err)
+	}
+	tool(later, "verify", "-dir", dir, "-key-file", newKF).want(t, exitOK)
+}
