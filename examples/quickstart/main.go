@@ -82,21 +82,16 @@ func quickStart(ctx context.Context, broker, dir string) error {
 	if err != nil {
 		return err // errors.Is(err, client.ErrInvalidConfig), outbox.ErrLocked, ...
 	}
-	// Close waits for the outbox to drain until ctx ends; the rest stays on disk.
-	defer c.Close(ctx)
-
+	defer c.Close(ctx) // waits for the outbox to drain until ctx ends; the rest stays on disk
 	// Returns once the message is on disk: from then on it is delivered.
 	if _, err := c.Publish(ctx, "site/1/temp", []byte("21.5"), client.QoS1); err != nil {
 		return err // ErrInvalidTopic, ErrPayloadTooLarge, ErrOutboxFull, ...
 	}
-	// Returns once it has its place in the order: <-r.Durable() when on disk,
-	// <-r.Done() (or r.Wait(ctx)) when the broker acknowledged it.
-	r, err := c.PublishAsync(ctx, "site/1/temp", []byte("21.6"), client.QoS1)
-	if err != nil {
+	// Returns once it has its place in the order; the receipt's Durable() and
+	// Done() (or Wait) say when it is on disk and when the broker acknowledged it.
+	if _, err := c.PublishAsync(ctx, "site/1/temp", []byte("21.6"), client.QoS1); err != nil {
 		return err
 	}
-	<-r.Durable()
-
 	// Before a power-off: wait until the broker acknowledged everything.
 	if err := c.Flush(ctx); err != nil {
 		return err
