@@ -37,6 +37,9 @@ var (
 // Ignoring it is fine and costs nothing: the message is delivered all the
 // same, and the client forgets a receipt once the caller dropped it.
 type Receipt struct {
+	c    *Client // set at creation, read-only
+	slot bool    // PublishAsync: holds a MaxPending slot until committed
+
 	mu       sync.Mutex // guards the fields below
 	seq      uint64     // set once durable (at once for Publish)
 	g        *registry
@@ -180,62 +183,77 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 		return c.publishQoS0(ctx, topic, payload, opts.Retained)
 	}
 	rec := newRecord(topic, payload, opts)
-	r := &Receipt{g: c.d.rc}
-	done := make(chan error, 1)
-	if err := c.enqueue(ctx, &rec, r, func(err error) { done <- err }); err != nil {
+	r := &Receipt{g: c.d.rc, c: c}
+	durable := r.Durable() // closed by the commit, or by its failure
+	if err := c.enqueue(ctx, &rec, r); err != nil {
 		return nil, err
 	}
 	// Once handed to the store, the commit is awaited whatever ctx says
 	// (it is bounded: one commit).
-	if err := <-done; err != nil {
-		return nil, err
+	<-durable
+	if r.Seq() == 0 {
+		return nil, r.Err() // the commit failed: complete has the error
 	}
 	return r, nil
 }
 
-// enqueue hands rec to the outbox for receipt r, and calls finished once
-// it is durable - with r registered before the dispatcher can read the
-// record, so its acknowledgement always finds it - or failed. Close waits
-// for calls past its closing check (appending), so a message accepted
-// during Close is never left behind. The error returned is the call's own
-// (nothing accepted); finished is then not called.
-func (c *Client) enqueue(ctx context.Context, rec *outbox.Record, r *Receipt, finished func(error)) error {
+// enqueue hands rec to the outbox for receipt r: r becomes durable (its
+// Durable channel closes, Seq is set) and registered before the dispatcher
+// can read the record, so its acknowledgement always finds it; or r fails
+// (complete with the error). Close waits for calls past its closing check
+// (appending), so a message accepted during Close is never left behind.
+// The error returned is the call's own (nothing accepted, r untouched).
+func (c *Client) enqueue(ctx context.Context, rec *outbox.Record, r *Receipt) error {
 	aa, async := c.q.(outbox.AsyncAppender)
-	late := !async
-	if err := c.d.rc.begin(late); err != nil {
+	if err := c.d.rc.begin(!async); err != nil {
 		return err
 	}
-	end := func(seq uint64, err error) {
-		if err == nil {
-			r.madeDurable(seq)
-			c.stats.accepted.Add(1)
-		}
-		c.d.rc.end(r, late, err == nil)
-	}
-	if late {
-		// A Queue without AsyncAppender: the record may be read and even
-		// acknowledged before it is registered (registry.early).
-		seq, err := c.q.Append(ctx, rec)
-		end(seq, err)
-		if err != nil {
+	if async {
+		// r.committed is the whole callback: one allocation for the
+		// method value, none for closures.
+		if err := aa.AppendAsync(ctx, rec, r.committed); err != nil {
+			c.d.rc.end(r, false, false)
 			return c.mapOutboxErr(err)
 		}
-		finished(nil)
 		return nil
 	}
-	err := aa.AppendAsync(ctx, rec, func(seq uint64, err error) {
-		end(seq, err)
-		if err != nil {
-			err = c.mapOutboxErr(err)
-			r.complete(err)
-		}
-		finished(err)
-	})
+	// A Queue without AsyncAppender: the record may be read and even
+	// acknowledged before it is registered (registry.early).
+	seq, err := c.q.Append(ctx, rec)
+	if err == nil {
+		r.madeDurable(seq)
+		c.stats.accepted.Add(1)
+	}
+	c.d.rc.end(r, true, err == nil)
 	if err != nil {
-		end(0, err)
 		return c.mapOutboxErr(err)
 	}
+	r.release()
 	return nil
+}
+
+// committed is the outbox's AppendAsync callback for r's message. It runs
+// under the queue's lock as the record becomes visible (or after a failed
+// commit), and only takes the registry's and r's locks.
+func (r *Receipt) committed(seq uint64, err error) {
+	c := r.c
+	if err == nil {
+		r.madeDurable(seq)
+		c.stats.accepted.Add(1)
+	}
+	c.d.rc.end(r, false, err == nil)
+	if err != nil {
+		r.complete(c.mapOutboxErr(err))
+	}
+	r.release()
+}
+
+// release gives back a PublishAsync message's MaxPending slot once its
+// commit is over.
+func (r *Receipt) release() {
+	if r.slot {
+		<-r.c.pending
+	}
 }
 
 // check validates a Publish call; nothing is accepted when it fails.

@@ -42,8 +42,8 @@ func (c *Client) PublishAsync(ctx context.Context, topic string, payload []byte,
 		return nil, ctx.Err()
 	}
 	rec := newRecord(topic, payload, opts)
-	r := &Receipt{g: c.d.rc}
-	if err := c.enqueue(ctx, &rec, r, func(error) { <-c.pending }); err != nil {
+	r := &Receipt{g: c.d.rc, c: c, slot: true}
+	if err := c.enqueue(ctx, &rec, r); err != nil {
 		<-c.pending
 		return nil, err
 	}
