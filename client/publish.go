@@ -37,12 +37,11 @@ var (
 // Ignoring it is fine and costs nothing: the message is delivered all the
 // same, and the client forgets a receipt once the caller dropped it.
 type Receipt struct {
-	c    *Client // set at creation, read-only
+	c    *Client // set at creation, read-only; nil for a QoS 0 message sent directly
 	slot bool    // PublishAsync: holds a MaxPending slot until committed
 
 	mu       sync.Mutex // guards the fields below
 	seq      uint64     // set once durable (at once for Publish)
-	g        *registry
 	done     chan struct{}
 	finished bool
 	err      error
@@ -73,10 +72,9 @@ func (r *Receipt) Done() <-chan struct{} {
 		r.done = make(chan struct{})
 		if r.finished {
 			close(r.done)
-		} else if r.g != nil {
-			g := r.g
+		} else if r.c != nil {
 			r.mu.Unlock()
-			g.pin(r)
+			r.c.d.rc.pin(r)
 			return r.done
 		}
 	}
@@ -183,7 +181,7 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, opts
 		return c.publishQoS0(ctx, topic, payload, opts.Retained)
 	}
 	rec := newRecord(topic, payload, opts)
-	r := &Receipt{g: c.d.rc, c: c}
+	r := &Receipt{c: c}
 	durable := r.Durable() // closed by the commit, or by its failure
 	if err := c.enqueue(ctx, &rec, r); err != nil {
 		return nil, err

@@ -42,7 +42,7 @@ func (c *Client) PublishAsync(ctx context.Context, topic string, payload []byte,
 		return nil, ctx.Err()
 	}
 	rec := newRecord(topic, payload, opts)
-	r := &Receipt{g: c.d.rc, c: c, slot: true}
+	r := &Receipt{c: c, slot: true}
 	if err := c.enqueue(ctx, &rec, r); err != nil {
 		<-c.pending
 		return nil, err
