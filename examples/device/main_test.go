@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 
 // testTTL leaves the readings of boot 1 time to reach boot 2 unexpired on
 // a slow machine, and the test time to wait past it.
-const testTTL = "2s"
+const testTTL = "10s"
 
 // TestDeviceTwoBoots runs the program against an embedded broker and checks
 // what it printed and what a subscriber received: the newest -max-queued
@@ -47,7 +47,7 @@ func TestDeviceTwoBoots(t *testing.T) {
 	out := stdout.String()
 	t.Logf("stdout:\n%s", out)
 	for _, want := range []string{
-		"profile device, at most 20 messages and 4096 bytes (oldest dropped), TTL 2s, AES-256 at rest with the -key given",
+		"profile device, at most 20 messages and 4096 bytes (oldest dropped), TTL 10s, AES-256 at rest with the -key given",
 		"boot 1: link down",
 		"boot 1: accepted 35, expired 5, dropped 10 (oldest first), queued 20 (",
 		"boot 1: power off with 20 queued",

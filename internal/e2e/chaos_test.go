@@ -20,7 +20,7 @@ const (
 	laneSize        = 64               // payload bytes
 	laneKeepAlive   = 2 * time.Second  // publishers' keepalive: black holes are noticed in about 3s
 	finalCount      = 300              // messages published by each lane's final run
-	finalTimeout    = 60 * time.Second // for a final run to drain and exit
+	finalTimeout    = 5 * time.Minute  // for a final run to drain and exit: a hang, not a slow drain
 	deliveryStalled = 60 * time.Second // after the final runs: nothing arrived for this long ends the wait
 	deliveryMaxWait = 10 * time.Minute // safety bound of that wait while arrivals keep coming
 	quietPeriod     = 5 * time.Second  // a child whose losses are only reported: arrivals have stopped
