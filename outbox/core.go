@@ -331,7 +331,7 @@ func (c *core) remove(seqs []uint64) error {
 func (c *core) ResumePoint() (uint64, []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.markSeq, append([]byte(nil), c.mark...)
+	return c.markSeq, cloneMarker(c.mark)
 }
 
 // Claim implements Queue.Claim.

@@ -39,3 +39,17 @@ func TestResumePointReplayedFromTheJournal(t *testing.T) {
 		t.Fatalf("after replay: resume point %d %q, want %d %q", seq, m, last, "n\x13")
 	}
 }
+
+// TestEmptyMarkerIsAMarker: an empty marker is a resume point (a producer
+// at offset "" is somewhere), unlike no marker at all.
+func TestEmptyMarkerIsAMarker(t *testing.T) {
+	q := NewMemory(Options{})
+	defer q.Close()
+	seq, err := q.Append(context.Background(), &Record{Topic: "t", Marker: []byte{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, m := q.ResumePoint(); got != seq || m == nil || len(m) != 0 {
+		t.Fatalf("resume point %d %q (nil %v), want %d and an empty marker", got, m, m == nil, seq)
+	}
+}

@@ -469,7 +469,7 @@ func (s *Snapshot) loadMeta() error {
 
 // ResumePoint implements Resumer.
 func (s *Snapshot) ResumePoint() (uint64, []byte) {
-	return s.markSeq, append([]byte(nil), s.mark...)
+	return s.markSeq, cloneMarker(s.mark)
 }
 
 // Records calls fn for every record with Seq > after, in order, until fn
