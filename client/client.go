@@ -30,7 +30,7 @@ type Client struct {
 
 	// sendMu serialises the dispatcher's paho.Publish with the final
 	// Disconnect. A publish blocked in paho across a reconnect is filtered
-	// by wireConn (see dispatcher.stale), so connecting never waits for it.
+	// by wireConn (see dispatcher.beforePublish), so connecting never waits for it.
 	sendMu sync.Mutex
 
 	sess atomic.Pointer[session]  // the current connection attempt or connection
@@ -429,7 +429,7 @@ type Stats struct {
 	Accepted    uint64        // Publish calls that returned nil (QoS 1/2 and queued QoS 0)
 	Sent        uint64        // messages handed to the network (first sends)
 	Resent      uint64        // PUBLISH packets written again with DUP (resume)
-	Suppressed  uint64        // stale PUBLISH copies paho tried to write again, dropped (see dispatcher.stale)
+	Suppressed  uint64        // stale PUBLISH copies paho tried to write again, dropped (see dispatcher.beforePublish)
 	Acked       uint64        // PUBACK/PUBCOMP received
 	Dropped     uint64        // dropped by the overflow policy
 	Expired     uint64        // dropped by their TTL

@@ -62,7 +62,14 @@ type dispatcher struct {
 	// answered with Del("o.<id>"), oldest first: paho deletes that key on
 	// SUBACK and UNSUBACK too, and only a PUBACK (QoS 1) or PUBCOMP
 	// (QoS 2) retires a message.
-	acksIn map[uint16][]byte
+	acksIn map[uint16]ackKinds
+}
+
+// ackKinds is a short FIFO of acknowledgement kinds, held in the map's
+// value itself so that recording one allocates nothing.
+type ackKinds struct {
+	n uint8
+	k [7]byte
 }
 
 type counters struct {
@@ -82,7 +89,7 @@ func newDispatcher(cfg *Config, st *counters) *dispatcher {
 		flights: map[uint16]*flight{},
 		other:   map[string]packets.ControlPacket{},
 		rc:      newRegistry(),
-		acksIn:  map[uint16][]byte{},
+		acksIn:  map[uint16]ackKinds{},
 	}
 }
 
@@ -165,7 +172,17 @@ func (d *dispatcher) dialed() uint64 {
 func (d *dispatcher) acksRead(acks []ackRead) {
 	d.mu.Lock()
 	for _, a := range acks {
-		d.acksIn[a.id] = append(d.acksIn[a.id], a.ptype)
+		q := d.acksIn[a.id]
+		if int(q.n) == len(q.k) {
+			// Never seen: that many unanswered acknowledgements under one
+			// identifier. The oldest goes; a message it would have retired
+			// stays in flight and is sent again (at least once).
+			copy(q.k[:], q.k[1:])
+			q.n--
+		}
+		q.k[q.n] = a.ptype
+		q.n++
+		d.acksIn[a.id] = q
 	}
 	d.mu.Unlock()
 }
@@ -173,15 +190,17 @@ func (d *dispatcher) acksRead(acks []ackRead) {
 // takeAckLocked returns the kind of the oldest acknowledgement of id read
 // and not yet answered by paho, or 0.
 func (d *dispatcher) takeAckLocked(id uint16) byte {
-	q := d.acksIn[id]
-	if len(q) == 0 {
+	q, ok := d.acksIn[id]
+	if !ok {
 		return 0
 	}
-	k := q[0]
-	if len(q) == 1 {
+	k := q.k[0]
+	if q.n == 1 {
 		delete(d.acksIn, id)
 	} else {
-		d.acksIn[id] = q[1:]
+		copy(q.k[:], q.k[1:q.n])
+		q.n--
+		d.acksIn[id] = q
 	}
 	return k
 }
@@ -256,12 +275,6 @@ func (d *dispatcher) beforePublish(id uint16, gen uint64, dup bool) (drop bool, 
 		return true, nil, 0, 0
 	}
 	return false, f.batch, f.seq, f.phase
-}
-
-// stale is beforePublish's verdict alone.
-func (d *dispatcher) stale(id uint16, gen uint64, dup bool) bool {
-	drop, _, _, _ := d.beforePublish(id, gen, dup)
-	return drop
 }
 
 // pubrecs records the PUBRECs just read, before paho can answer them with

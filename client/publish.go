@@ -98,13 +98,6 @@ func (r *Receipt) Durable() <-chan struct{} {
 	return r.durable
 }
 
-// isFinished reports whether the receipt is complete.
-func (r *Receipt) isFinished() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.finished
-}
-
 // madeDurable ends the first stage: the message got sequence seq, or err.
 func (r *Receipt) madeDurable(seq uint64) {
 	r.mu.Lock()

@@ -33,6 +33,11 @@ func (c *Client) PublishAsync(ctx context.Context, topic string, payload []byte,
 	if err := c.check(ctx, topic, payload, opts); err != nil {
 		return nil, err
 	}
+	return c.publishAsync(ctx, topic, payload, opts)
+}
+
+// publishAsync is PublishAsync after its checks.
+func (c *Client) publishAsync(ctx context.Context, topic string, payload []byte, opts PublishOptions) (*Receipt, error) {
 	if opts.QoS == 0 && c.cfg.QoS0 == QoS0Reject {
 		return c.publishQoS0(ctx, topic, payload, opts.Retained)
 	}
@@ -77,10 +82,10 @@ func (c *Client) PublishBatch(ctx context.Context, msgs []Outgoing) ([]*Receipt,
 	}
 	rs := make([]*Receipt, len(msgs))
 	for i, m := range msgs {
-		r, err := c.PublishAsync(ctx, m.Topic, m.Payload, m.Options)
+		r, err := c.publishAsync(ctx, m.Topic, m.Payload, m.Options)
 		if err != nil {
-			c.awaitDurable(rs[:i])
-			return rs[:i], fmt.Errorf("message %d: %w", i, err)
+			// The messages before were handed over: report theirs too.
+			return rs[:i], errors.Join(fmt.Errorf("message %d: %w", i, err), c.awaitDurable(rs[:i]))
 		}
 		rs[i] = r
 	}
@@ -97,7 +102,9 @@ func (c *Client) awaitDurable(rs []*Receipt) error {
 			continue
 		}
 		<-r.Durable()
-		if r.Seq() == 0 && r.isFinished() {
+		// Seq 0 once durable: the commit failed (or a QoS 0 message went
+		// straight to the network, without error).
+		if r.Seq() == 0 {
 			if err := r.Err(); err != nil {
 				errs = append(errs, fmt.Errorf("message %d: %w", i, err))
 				rs[i] = nil

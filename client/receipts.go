@@ -178,5 +178,6 @@ func (g *registry) failAll(err error) {
 		}
 	}
 	clear(g.pinned)
+	clear(g.early)
 	g.broadcastLocked()
 }

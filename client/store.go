@@ -156,10 +156,13 @@ func (d *dispatcher) Del(key string) {
 				d.retire(f.seq)
 				return
 			}
-			if kind != 0 {
-				// Another packet's acknowledgement under this identifier.
-				delete(d.other, key)
+			if kind == 0 {
+				d.mu.Unlock()
+				d.log.Warn("holdfast: paho deleted a message in flight without an acknowledgement read; kept", "id", id, "seq", f.seq)
+				return
 			}
+			// Another packet's acknowledgement under this identifier.
+			delete(d.other, key)
 			d.mu.Unlock()
 			d.log.Warn("holdfast: acknowledgement of another kind for a message in flight ignored", "id", id, "seq", f.seq, "packet", kind)
 			return

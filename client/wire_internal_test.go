@@ -103,17 +103,17 @@ func TestResumeGetsACopy(t *testing.T) {
 	if pub.Dup {
 		t.Fatal("resume's DUP reached the original")
 	}
-	if !d.stale(9, next, false) || d.stale(9, next, true) || d.stale(9, gen, false) {
+	if !stale(d, 9, next, false) || stale(d, 9, next, true) || stale(d, 9, gen, false) {
 		t.Fatal("leftover not told apart from the resend")
 	}
 	if err := d.released(9); err != nil {
 		t.Fatal(err)
 	}
-	if !d.stale(9, next, true) {
+	if !stale(d, 9, next, true) {
 		t.Fatal("a PUBLISH copy after the PUBREL was not dropped")
 	}
 	acked(d, ptypePubcomp, 9)
-	if !d.stale(9, next, true) || !d.stale(9, next, false) {
+	if !stale(d, 9, next, true) || !stale(d, 9, next, false) {
 		t.Fatal("a PUBLISH copy after the PUBCOMP was not dropped")
 	}
 }
@@ -357,4 +357,10 @@ func TestSlowLinkWithinWriteTimeout(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// stale is beforePublish's verdict alone.
+func stale(d *dispatcher, id uint16, gen uint64, dup bool) bool {
+	drop, _, _, _ := d.beforePublish(id, gen, dup)
+	return drop
 }
