@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,7 +44,7 @@ func TestPahoManualAck(t *testing.T) {
 			cli := connectImpl(t, im, opts)
 			waitTok(t, "subscribe", cli.Subscribe(topic, 1, cb))
 			publishAll(t, pub, topic, 1, "now 1", "later 1", "never 1", "now 2", "later 2", "never 2")
-			testbroker.Eventually(t, 10*time.Second, func() bool { return seen.distinct() == 6 }, "6 messages (got %v)", seen.list())
+			testbroker.Eventually(t, time.Minute, func() bool { return seen.distinct() == 6 }, "6 messages (got %v)", seen.list())
 			mu.Lock()
 			for _, msg := range later {
 				msg.Ack() // after the callback returned, from another goroutine
@@ -52,7 +53,7 @@ func TestPahoManualAck(t *testing.T) {
 			// The sentinel's PUBACK follows the earlier ones on the connection,
 			// and the DISCONNECT follows it.
 			publishAll(t, pub, topic, 1, "sentinel")
-			testbroker.Eventually(t, 10*time.Second, func() bool { return seen.distinct() == 7 }, "the sentinel")
+			testbroker.Eventually(t, time.Minute, func() bool { return seen.distinct() == 7 }, "the sentinel")
 			cli.Disconnect(250)
 
 			var again sink
@@ -60,11 +61,18 @@ func TestPahoManualAck(t *testing.T) {
 				SetDefaultPublishHandler(again.handler())
 			connectImpl(t, im, opts)
 			publishAll(t, pub, topic, 1, "end")
-			testbroker.Eventually(t, 10*time.Second, func() bool { return again.distinct() == 3 },
-				"the two unacknowledged messages and the end marker redelivered (got %v)", again.list())
+			want := []string{"never 1", "never 2", "end"}
+			testbroker.Eventually(t, time.Minute, func() bool {
+				got := again.list()
+				return slices.Contains(got, want[0]) && slices.Contains(got, want[1]) && slices.Contains(got, want[2])
+			}, "the two unacknowledged messages and the end marker redelivered (got %v)", again.list())
 			got := again.list()
 			for _, p := range got {
-				if !strings.HasPrefix(p, "never") && p != "end" {
+				// The sentinel's own PUBACK may still be on its way when the
+				// DISCONNECT is written (bare paho writes acknowledgements
+				// asynchronously): its redelivery says nothing about the
+				// messages acknowledged before it, which went out first.
+				if !strings.HasPrefix(p, "never") && p != "end" && p != "sentinel" {
 					t.Fatalf("redelivered after the restart: %v, want only the unacknowledged ones", got)
 				}
 			}
